@@ -1,0 +1,110 @@
+//! `touchpilot.yaml`, the daemon configuration, as Rust types. Strings that
+//! may hold `${VAR}` are interpolated by `config::load`, never here.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::spanned::{Scalar, Sp};
+
+/// Daemon settings. Relative paths are relative to this file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Touchpilot daemon configuration")]
+pub struct DaemonSpec {
+    /// Directory of playbook files (`*.yaml`, one per segment).
+    pub playbooks: Sp<String>,
+    /// Directory of handlebars templates.
+    pub templates: Sp<String>,
+    /// Default IANA timezone for accounts and playbooks with none. Default `UTC`.
+    pub timezone: Option<Sp<String>>,
+    /// `sqlite:PATH` (default `sqlite:touchpilot.db`) or `postgres://...`.
+    pub store: Option<Sp<String>>,
+    /// The HTTP API.
+    pub http: Option<HttpSpec>,
+    /// Where accounts and events come from.
+    pub sources: Option<SourcesSpec>,
+    /// Outgoing email.
+    pub email: Option<EmailSpec>,
+    /// Named webhook endpoints that playbooks refer to.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, WebhookSpec>,
+    /// Named connector plugins that playbooks refer to.
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorSpec>,
+    /// Frequency caps.
+    pub limits: Option<LimitsSpec>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// Address to listen on, such as `127.0.0.1:8080`.
+    pub listen: Option<Sp<String>>,
+    /// Base URL of unsubscribe links.
+    pub public_url: Option<Sp<String>>,
+    /// Bearer token required on every `/v1` request when set.
+    pub token: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSpec {
+    /// The built-in file source: JSON lines.
+    pub file: Option<FileSourceSpec>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceSpec {
+    /// Accounts, one JSON object per line.
+    pub accounts: Option<Sp<String>>,
+    /// Events, one JSON object per line.
+    pub events: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSpec {
+    /// The From header, such as `Acme Success <success@acme.example>`.
+    pub from: Option<Sp<String>>,
+    /// `file:DIR` (.eml files, the default) or `smtp://host:port`.
+    pub transport: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// Where the JSON body is POSTed.
+    pub url: Sp<String>,
+    /// Signing secret (Standard Webhooks signature headers when set).
+    pub secret: Option<Sp<String>>,
+    /// Allow private and loopback addresses (refused by default).
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    /// Path of the connector's shared library.
+    pub library: Sp<String>,
+    /// The connector's own configuration, passed to it as JSON.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub config: Option<Sp<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// At most `max` emails to one contact address within `per`.
+    pub per_contact: Option<CapSpec>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapSpec {
+    pub max: Sp<u32>,
+    pub per: Sp<Scalar>,
+}

@@ -1,0 +1,146 @@
+//! Delivery-time rules shared by every sink: consent and frequency caps
+//! are decided when an email goes out, not when its moment fired, so that
+//! an unsubscribe or a burst of other mail in between is honoured.
+
+use std::collections::{HashMap, VecDeque};
+
+use jiff::Timestamp;
+
+use crate::config::Cap;
+use crate::engine::plan::{PlannedAction, Target};
+use crate::model::account::Account;
+
+/// Why an email is not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppression {
+    Unsubscribed,
+    FrequencyCap,
+}
+
+impl Suppression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suppression::Unsubscribed => "unsubscribed",
+            Suppression::FrequencyCap => "frequency_cap",
+        }
+    }
+}
+
+/// Whether `address` has opted out: through the account's contact record
+/// or through the global suppression list (unsubscribe links).
+pub fn unsubscribed(account: &Account, address: &str, suppressed: &dyn Fn(&str) -> bool) -> bool {
+    account.contact(address).is_some_and(|c| c.unsubscribed) || suppressed(address)
+}
+
+/// Emails sent per address in a sliding window: the in-memory ledger of
+/// the dry run. The daemon keeps the same counts in its store.
+#[derive(Debug, Default)]
+pub struct CapLedger {
+    sent: HashMap<String, VecDeque<Timestamp>>,
+}
+
+impl CapLedger {
+    /// Records a send at `at` unless `cap` is reached in the window
+    /// `(at - per, at]`; returns whether it may go.
+    pub fn admit(&mut self, cap: &Cap, address: &str, at: Timestamp) -> bool {
+        let key = address.to_ascii_lowercase();
+        let q = self.sent.entry(key).or_default();
+        let start = at.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
+        while q.front().is_some_and(|t| *t <= start) {
+            q.pop_front();
+        }
+        if q.len() >= cap.max as usize {
+            return false;
+        }
+        q.push_back(at);
+        true
+    }
+}
+
+/// The verdict for one planned email at its send time. Non-email actions
+/// and failed renders are never suppressed.
+pub fn verdict(
+    action: &PlannedAction,
+    account: &Account,
+    cap: Option<&Cap>,
+    ledger: &mut CapLedger,
+    suppressed: &dyn Fn(&str) -> bool,
+) -> Option<Suppression> {
+    let Target::Email { to, contact } = &action.target else {
+        return None;
+    };
+    if action.content.is_err() {
+        return None;
+    }
+    if unsubscribed(account, to, suppressed) {
+        return Some(Suppression::Unsubscribed);
+    }
+    if let Some(cap) = cap {
+        if *contact && !action.bypass_limits && !ledger.admit(cap, to, action.at) {
+            return Some(Suppression::FrequencyCap);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::duration::Duration;
+
+    #[test]
+    fn the_window_slides_and_is_half_open() {
+        let cap = Cap { max: 2, per: "7d".parse::<Duration>().unwrap() };
+        let mut l = CapLedger::default();
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        assert!(l.admit(&cap, "A@x.io", t("2026-01-01T00:00:00Z")));
+        assert!(l.admit(&cap, "a@x.io", t("2026-01-02T00:00:00Z")));
+        assert!(!l.admit(&cap, "a@x.io", t("2026-01-07T23:59:59Z")));
+        // Exactly 7 days after the first: it left the window.
+        assert!(l.admit(&cap, "a@x.io", t("2026-01-08T00:00:00Z")));
+        assert!(l.admit(&cap, "b@x.io", t("2026-01-08T00:00:00Z")));
+    }
+}
+
+/// The token of an unsubscribe link: the address and a keyed signature of
+/// it, so that a link cannot be forged for another address.
+pub fn unsubscribe_token(secret: &[u8], address: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let address = address.to_ascii_lowercase();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(address.as_bytes());
+    let sig = mac.finalize().into_bytes();
+    format!("{}.{}", B64.encode(address.as_bytes()), B64.encode(&sig[..16]))
+}
+
+/// The address of a token, when its signature is valid.
+pub fn verify_unsubscribe_token(secret: &[u8], token: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let (addr, _) = token.split_once('.')?;
+    let address = String::from_utf8(B64.decode(addr).ok()?).ok()?;
+    // Constant-time comparison through the MAC's own verification.
+    use hmac::{Hmac, Mac};
+    let (_, sig) = token.split_once('.')?;
+    let sig = B64.decode(sig).ok()?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).ok()?;
+    mac.update(address.as_bytes());
+    mac.verify_truncated_left(&sig).ok()?;
+    Some(address)
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_only_with_their_secret_and_address() {
+        let t = unsubscribe_token(b"k1", "Ann@Acme.example");
+        assert_eq!(verify_unsubscribe_token(b"k1", &t).as_deref(), Some("ann@acme.example"));
+        assert_eq!(verify_unsubscribe_token(b"k2", &t), None);
+        let forged = format!("{}.{}", t.split('.').next().unwrap().replace('Y', "Z"), t.split('.').nth(1).unwrap());
+        assert_eq!(verify_unsubscribe_token(b"k1", &forged), None);
+    }
+}

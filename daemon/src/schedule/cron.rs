@@ -1,0 +1,188 @@
+//! Cron schedules: 5-field expressions (minute hour day-of-month month
+//! day-of-week, names allowed) and the `@daily`-style macros, evaluated in
+//! a timezone. Day-of-month and day-of-week combine with OR when both are
+//! restricted, as classic cron does. DST follows the contract: a skipped
+//! time fires at the first instant after the gap, a repeated time once.
+
+use std::str::FromStr;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+/// A parsed cron expression.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    source: String,
+    cron: croner::Cron,
+}
+
+/// Macros the contract names, plus their usual synonyms.
+const MACROS: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+
+impl Schedule {
+    /// Parses an expression (see `never_fires` for calendars that cannot occur).
+    pub fn parse(source: &str) -> Result<Schedule, String> {
+        let text = source.trim();
+        if text.starts_with('@') {
+            if !MACROS.contains(&text.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "invalid cron expression `{text}`: unknown macro, expected one of {}",
+                    MACROS.join(", ")
+                ));
+            }
+        } else {
+            let fields = text.split_whitespace().count();
+            if fields != 5 {
+                return Err(format!(
+                    "invalid cron expression `{text}`: expected 5 fields (minute hour day-of-month month day-of-week), found {fields}"
+                ));
+            }
+        }
+        let cron = croner::Cron::from_str(text)
+            .map_err(|e| format!("invalid cron expression `{text}`: {}", lowercase_first(&e.to_string())))?;
+        Ok(Schedule {
+            source: text.to_string(),
+            cron,
+        })
+    }
+
+    /// Whether no date matches (`0 0 30 2 *`). Such a schedule is valid and
+    /// simply never fires; `validate` warns about it.
+    pub fn never_fires(&self) -> bool {
+        // Eight years from a leap year's start covers every calendar
+        // combination (29 February included).
+        let probe: Timestamp = "2024-01-01T00:00:00Z".parse().expect("constant");
+        self.next_after(probe, &TimeZone::UTC).is_none()
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The first occurrence strictly after `after`, in `tz`. `None` when
+    /// the expression has no occurrence in the search horizon.
+    pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let start = after.to_zoned(tz.clone());
+        let next = self.cron.find_next_occurrence(&start, false).ok()?;
+        let next = next.timestamp();
+        // Never go backwards, whatever a DST edge case does inside the
+        // library: the scheduler's termination depends on it.
+        if next > after {
+            Some(next)
+        } else {
+            let nudged = after.checked_add(jiff::SignedDuration::from_secs(60)).ok()?;
+            let again = self.cron.find_next_occurrence(&nudged.to_zoned(tz.clone()), true).ok()?;
+            (again.timestamp() > after).then(|| again.timestamp())
+        }
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let s = s.trim_end_matches('.');
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn run(expr: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
+        let s = Schedule::parse(expr).unwrap();
+        let tz = TimeZone::get(tz).unwrap();
+        let mut t = ts(from);
+        let mut out = vec![];
+        for _ in 0..n {
+            t = s.next_after(t, &tz).unwrap();
+            out.push(t.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn day_fields_combine_with_or() {
+        // 2026-01-13 is a Tuesday; Fridays are the 2nd, 9th, 16th.
+        assert_eq!(
+            run("0 9 13 * fri", "UTC", "2026-01-01T00:00:00Z", 4),
+            ["2026-01-02T09:00:00Z", "2026-01-09T09:00:00Z", "2026-01-13T09:00:00Z", "2026-01-16T09:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn skipped_and_repeated_local_times() {
+        assert_eq!(
+            run("30 2 * * *", "America/New_York", "2026-03-07T12:00:00Z", 2),
+            ["2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]
+        );
+        assert_eq!(
+            run("30 1 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", 2),
+            ["2026-10-24T23:30:00Z", "2026-10-26T00:30:00Z"]
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_five_field_cron() {
+        assert!(Schedule::parse("0 9 * * * *").unwrap_err().contains("5 fields"));
+        assert!(Schedule::parse("61 * * * *").is_err());
+        assert!(Schedule::parse("@sometimes").unwrap_err().contains("macro"));
+        assert!(Schedule::parse("0 0 30 2 *").unwrap().never_fires());
+        let impossible = Schedule::parse("0 0 31 4 *").unwrap();
+        assert_eq!(impossible.next_after(ts("2026-01-01T00:00:00Z"), &TimeZone::UTC), None);
+        assert!(!Schedule::parse("0 9 29 2 *").unwrap().never_fires());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Occurrences strictly increase and each one matches the pattern's
+        /// minute and hour fields in local time, whatever zone and start.
+        #[test]
+        fn occurrences_increase_and_match(
+            minute in 0i8..60, hour in 0i8..24, zone in 0usize..6,
+            start in 1_700_000_000i64..1_900_000_000,
+        ) {
+            let zones = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Sydney", "Asia/Kolkata", "America/Santiago"];
+            let tz = TimeZone::get(zones[zone]).unwrap();
+            let s = Schedule::parse(&format!("{minute} {hour} * * *")).unwrap();
+            let mut t = Timestamp::from_second(start).unwrap();
+            for _ in 0..5 {
+                let next = s.next_after(t, &tz).unwrap();
+                prop_assert!(next > t);
+                // At most one day and one DST shift later.
+                prop_assert!(next.as_second() - t.as_second() <= 25 * 3600 + 60);
+                let local = next.to_zoned(tz.clone());
+                let exact = local.hour() == hour && local.minute() == minute;
+                // Otherwise the wall time was skipped: the occurrence is the
+                // transition, and the wall time just before it was earlier.
+                let in_gap = !exact && {
+                    let before = next.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap().to_zoned(tz.clone());
+                    before.offset() != local.offset()
+                };
+                prop_assert!(exact || in_gap, "{} in {} for {:02}:{:02}", next, zones[zone], hour, minute);
+                t = next;
+            }
+        }
+
+        /// Arbitrary day and month combinations terminate, either with an
+        /// occurrence on that very day or with none for impossible dates.
+        #[test]
+        fn any_calendar_terminates(dom in 1u8..32, month in 1u8..13) {
+            let s = Schedule::parse(&format!("0 0 {dom} {month} *")).unwrap();
+            let possible = jiff::civil::Date::new(2028, month as i8, dom as i8).is_ok();
+            match s.next_after(ts("2026-01-01T00:00:00Z"), &TimeZone::UTC) {
+                Some(next) => {
+                    let d = next.to_zoned(TimeZone::UTC).date();
+                    prop_assert_eq!((d.day() as u8, d.month() as u8), (dom, month));
+                }
+                None => prop_assert!(!possible && s.never_fires()),
+            }
+        }
+    }
+}
