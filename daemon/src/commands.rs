@@ -75,10 +75,18 @@ pub fn simulate(args: &SimulateArgs, out: &mut dyn Write, err: &mut dyn Write) -
     let Some(config) = load(&args.config, err) else {
         return 1;
     };
-    let accounts = match args.accounts.clone().or_else(|| config.sources.accounts.clone()) {
+    let accounts = match args
+        .accounts
+        .clone()
+        .or_else(|| config.sources.accounts.clone())
+    {
         Some(a) => a,
         None => {
-            let _ = writeln!(err, "error: no accounts: pass --accounts or set sources.file.accounts in {}", args.config.display());
+            let _ = writeln!(
+                err,
+                "error: no accounts: pass --accounts or set sources.file.accounts in {}",
+                args.config.display()
+            );
             return 1;
         }
     };
@@ -86,7 +94,10 @@ pub fn simulate(args: &SimulateArgs, out: &mut dyn Write, err: &mut dyn Write) -
         from: args.from,
         to: args.to,
         accounts,
-        events: args.events.clone().or_else(|| config.sources.events.clone()),
+        events: args
+            .events
+            .clone()
+            .or_else(|| config.sources.events.clone()),
     };
     let mut buffered = std::io::BufWriter::with_capacity(1 << 16, out);
     let result = simulate::run(config, &opts, &mut buffered);
@@ -129,21 +140,40 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
         let _ = writeln!(err, "error: {msg}");
         1
     };
-    let Some(path) = args.accounts.clone().or_else(|| config.sources.accounts.clone()) else {
-        return fail(err, "no accounts: pass --accounts or set sources.file.accounts".into());
+    let Some(path) = args
+        .accounts
+        .clone()
+        .or_else(|| config.sources.accounts.clone())
+    else {
+        return fail(
+            err,
+            "no accounts: pass --accounts or set sources.file.accounts".into(),
+        );
     };
     let accounts = match jsonl::read_accounts(&path) {
         Ok(a) => a,
         Err(e) => return fail(err, e.to_string()),
     };
     let Some(account) = accounts.into_iter().find(|a| a.id() == args.account) else {
-        return fail(err, format!("account `{}` not found in {}", args.account, path.display()));
+        return fail(
+            err,
+            format!("account `{}` not found in {}", args.account, path.display()),
+        );
     };
     let now = args.now.unwrap_or_else(Timestamp::now);
-    let public = config.http.public_url.clone().unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let public = config
+        .http
+        .public_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
     let engine = Engine::new(
         config.clone(),
-        Arc::new(move |a: &str| format!("{public}/unsubscribe/{}", crate::deliver::unsubscribe_token(b"touchpilot-dry-run", a))),
+        Arc::new(move |a: &str| {
+            format!(
+                "{public}/unsubscribe/{}",
+                crate::deliver::unsubscribe_token(b"touchpilot-dry-run", a)
+            )
+        }),
     );
     let mut st = AccountState::new(account, now);
     let mut ignored = Vec::new();
@@ -153,9 +183,13 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
     let pb = st.playbook.as_deref().and_then(|p| config.playbook(p));
     ctx.insert(
         "playbook".into(),
-        pb.map(|p| serde_json::json!({"id": p.id, "name": p.name})).unwrap_or(serde_json::Value::Null),
+        pb.map(|p| serde_json::json!({"id": p.id, "name": p.name}))
+            .unwrap_or(serde_json::Value::Null),
     );
-    ctx.insert("moment".into(), serde_json::json!({"id": "render", "owner": null, "objective": null}));
+    ctx.insert(
+        "moment".into(),
+        serde_json::json!({"id": "render", "owner": null, "objective": null}),
+    );
     ctx.insert("now".into(), serde_json::Value::String(now.to_string()));
     if let Some(e) = &args.event {
         let parsed = serde_json::from_str::<serde_json::Value>(e)
@@ -163,7 +197,8 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
             .and_then(|v| {
                 let mut v = v;
                 if let Some(o) = v.as_object_mut() {
-                    o.entry("account").or_insert(serde_json::Value::String(args.account.clone()));
+                    o.entry("account")
+                        .or_insert(serde_json::Value::String(args.account.clone()));
                 }
                 Event::from_json(&v)
             });
@@ -179,22 +214,53 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
         let contact = match &args.contact {
             Some(addr) => match st.account.contact(addr) {
                 Some(c) => c.value.clone(),
-                None if st.account.owner_email().is_some_and(|o| o.eq_ignore_ascii_case(addr)) => {
+                None if st
+                    .account
+                    .owner_email()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(addr)) =>
+                {
                     st.account.owner().cloned().unwrap_or_default()
                 }
-                None => return fail(err, format!("`{addr}` is neither a contact nor the owner of account `{}`", args.account)),
+                None => {
+                    return fail(
+                        err,
+                        format!(
+                            "`{addr}` is neither a contact nor the owner of account `{}`",
+                            args.account
+                        ),
+                    );
+                }
             },
             None => match st.account.contacts().next() {
                 Some(c) => c.value.clone(),
-                None => return fail(err, format!("account `{}` has no contact with an email: pass --contact", args.account)),
+                None => {
+                    return fail(
+                        err,
+                        format!(
+                            "account `{}` has no contact with an email: pass --contact",
+                            args.account
+                        ),
+                    );
+                }
             },
         };
-        let to = contact.get("email").and_then(|e| e.as_str()).unwrap_or("").to_string();
+        let to = contact
+            .get("email")
+            .and_then(|e| e.as_str())
+            .unwrap_or("")
+            .to_string();
         ctx.insert("contact".into(), contact);
-        ctx.insert("unsubscribe_url".into(), serde_json::Value::String((engine.unsubscribe_url)(&to)));
+        ctx.insert(
+            "unsubscribe_url".into(),
+            serde_json::Value::String((engine.unsubscribe_url)(&to)),
+        );
         match templates.render_email(&args.template, &serde_json::Value::Object(ctx)) {
             Ok(mail) => {
-                let from = mail.from.clone().or_else(|| config.email.from.clone()).unwrap_or_default();
+                let from = mail
+                    .from
+                    .clone()
+                    .or_else(|| config.email.from.clone())
+                    .unwrap_or_default();
                 let _ = writeln!(out, "From: {from}");
                 let _ = writeln!(out, "To: {to}");
                 if let Some(r) = &mail.reply_to {
@@ -214,13 +280,23 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
     } else if templates.has(&args.template, crate::render::Kind::Json) {
         match templates.render_json(&args.template, &serde_json::Value::Object(ctx)) {
             Ok(v) => {
-                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                );
                 0
             }
             Err(e) => fail(err, e.to_string()),
         }
     } else {
-        fail(err, format!("no template `{}`: expected templates/{0}.hbs or templates/{0}.json.hbs", args.template))
+        fail(
+            err,
+            format!(
+                "no template `{}`: expected templates/{0}.hbs or templates/{0}.json.hbs",
+                args.template
+            ),
+        )
     }
 }
 

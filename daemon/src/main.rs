@@ -74,12 +74,40 @@ fn main() -> ExitCode {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = match cli.command {
         Command::Validate { config } => touchpilot::commands::validate(&config, &mut out, &mut err),
-        Command::Simulate { config, from, to, accounts, events } => {
-            let args = touchpilot::commands::SimulateArgs { config, from, to, accounts, events };
+        Command::Simulate {
+            config,
+            from,
+            to,
+            accounts,
+            events,
+        } => {
+            let args = touchpilot::commands::SimulateArgs {
+                config,
+                from,
+                to,
+                accounts,
+                events,
+            };
             touchpilot::commands::simulate(&args, &mut out, &mut err)
         }
-        Command::Render { config, template, account, contact, event, accounts, now } => {
-            let args = touchpilot::commands::RenderArgs { config, template, account, contact, event, accounts, now };
+        Command::Render {
+            config,
+            template,
+            account,
+            contact,
+            event,
+            accounts,
+            now,
+        } => {
+            let args = touchpilot::commands::RenderArgs {
+                config,
+                template,
+                account,
+                contact,
+                event,
+                accounts,
+                now,
+            };
             touchpilot::commands::render(&args, &mut out, &mut err)
         }
         Command::Schema { config } => {

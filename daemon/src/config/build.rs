@@ -9,11 +9,11 @@ use std::sync::Arc;
 use jiff::tz::TimeZone;
 
 use super::daemon::DaemonSpec;
-use super::diag::{suggestion, Diagnostic, Pos};
+use super::diag::{Diagnostic, Pos, suggestion};
 use super::duration::{self, Duration};
 use super::playbook::{ActionSpec, EventMatchSpec, MomentSpec, PlaybookSpec, TriggerSpec};
 use super::spanned::{Scalar, Sp};
-use super::{parse, resolve, Cap, Config, Connector, Email, FileSources, Http, Loaded, Webhook};
+use super::{Cap, Config, Connector, Email, FileSources, Http, Loaded, Webhook, parse, resolve};
 use crate::evaluate::cel::Cond;
 use crate::model::playbook::{
     Action, Drop, EventMatch, Milestone, Moment, Onboarding, PhaseFilter, Playbook, Recipients,
@@ -56,7 +56,11 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            return Err(vec![Diagnostic::error(path, Pos::START, format!("cannot read configuration: {e}"))]);
+            return Err(vec![Diagnostic::error(
+                path,
+                Pos::START,
+                format!("cannot read configuration: {e}"),
+            )]);
         }
     };
     let spec: DaemonSpec = match parse::yaml(path, &text) {
@@ -64,10 +68,19 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         Err(d) => return Err(vec![d]),
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    let mut sink = Sink { file: path, diags: &mut diags };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    let mut sink = Sink {
+        file: path,
+        diags: &mut diags,
+    };
 
-    let interp = |s: &Sp<String>, sink: &mut Sink<'_>| -> String { interpolate(s.get(), s.pos(), env, sink) };
+    let interp = |s: &Sp<String>, sink: &mut Sink<'_>| -> String {
+        interpolate(s.get(), content_start(&text, s.pos()), env, sink)
+    };
 
     let timezone = match &spec.timezone {
         Some(tz) => timezone(tz, &mut sink).unwrap_or(TimeZone::UTC),
@@ -78,8 +91,14 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         .as_ref()
         .map(|s| {
             let v = interp(s, &mut sink);
-            if !(v.starts_with("sqlite:") || v.starts_with("postgres://") || v.starts_with("postgresql://")) {
-                sink.error(s.pos(), format!("invalid store `{v}`: expected `sqlite:PATH` or `postgres://...`"));
+            if !(v.starts_with("sqlite:")
+                || v.starts_with("postgres://")
+                || v.starts_with("postgresql://"))
+            {
+                sink.error(
+                    s.pos(),
+                    format!("invalid store `{v}`: expected `sqlite:PATH` or `postgres://...`"),
+                );
             }
             v
         })
@@ -89,14 +108,22 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         if let Some(l) = &h.listen {
             let v = interp(l, &mut sink);
             if v.parse::<std::net::SocketAddr>().is_err() {
-                sink.error(l.pos(), format!("invalid listen address `{v}`: expected HOST:PORT such as 127.0.0.1:8080"));
+                sink.error(
+                    l.pos(),
+                    format!(
+                        "invalid listen address `{v}`: expected HOST:PORT such as 127.0.0.1:8080"
+                    ),
+                );
             }
             http.listen = Some(v);
         }
         if let Some(u) = &h.public_url {
             let v = interp(u, &mut sink);
             if !(v.starts_with("http://") || v.starts_with("https://")) {
-                sink.error(u.pos(), format!("invalid public_url `{v}`: must start with http:// or https://"));
+                sink.error(
+                    u.pos(),
+                    format!("invalid public_url `{v}`: must start with http:// or https://"),
+                );
             }
             http.public_url = Some(v.trim_end_matches('/').to_string());
         }
@@ -125,10 +152,22 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
     for (name, w) in &spec.webhooks {
         let url = interp(&w.url, &mut sink);
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            sink.error(w.url.pos(), format!("invalid url `{url}` for webhook `{name}`: must start with http:// or https://"));
+            sink.error(
+                w.url.pos(),
+                format!(
+                    "invalid url `{url}` for webhook `{name}`: must start with http:// or https://"
+                ),
+            );
         }
         let secret = w.secret.as_ref().map(|s| interp(s, &mut sink));
-        webhooks.insert(name.clone(), Webhook { url, secret, allow_private: w.allow_private });
+        webhooks.insert(
+            name.clone(),
+            Webhook {
+                url,
+                secret,
+                allow_private: w.allow_private,
+            },
+        );
     }
     let mut connectors = BTreeMap::new();
     for (name, c) in &spec.connectors {
@@ -139,13 +178,23 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         };
         connectors.insert(name.clone(), Connector { library, config });
     }
-    let cap = spec.limits.as_ref().and_then(|l| l.per_contact.as_ref()).and_then(|c| {
-        let per = duration_of(&c.per, &mut sink)?;
-        if *c.max.get() == 0 {
-            sink.error(c.max.pos(), "`max` must be at least 1 (remove the limit to send nothing is not a cap)");
-        }
-        Some(Cap { max: *c.max.get(), per })
-    });
+    let cap = spec
+        .limits
+        .as_ref()
+        .and_then(|l| l.per_contact.as_ref())
+        .and_then(|c| {
+            let per = duration_of(&c.per, &mut sink)?;
+            if *c.max.get() == 0 {
+                sink.error(
+                    c.max.pos(),
+                    "`max` must be at least 1 (remove the limit to send nothing is not a cap)",
+                );
+            }
+            Some(Cap {
+                max: *c.max.get(),
+                per,
+            })
+        });
 
     // Templates before playbooks: actions are checked against them.
     let templates_dir = resolve(&base, spec.templates.get());
@@ -155,7 +204,13 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         sink.diags.extend(d);
         t
     } else {
-        sink.error(spec.templates.pos(), format!("templates directory `{}` does not exist", templates_dir.display()));
+        sink.error(
+            spec.templates.pos(),
+            format!(
+                "templates directory `{}` does not exist",
+                templates_dir.display()
+            ),
+        );
         Templates::empty()
     };
 
@@ -167,20 +222,37 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         files.retain(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
         files.sort();
         if files.is_empty() {
-            sink.warn(spec.playbooks.pos(), format!("no playbook files (*.yaml) in `{}`", playbooks_dir.display()));
+            sink.warn(
+                spec.playbooks.pos(),
+                format!(
+                    "no playbook files (*.yaml) in `{}`",
+                    playbooks_dir.display()
+                ),
+            );
         }
-        let known = Known { templates: &templates, webhooks: &webhooks, connectors: &connectors };
+        let known = Known {
+            templates: &templates,
+            webhooks: &webhooks,
+            connectors: &connectors,
+        };
         for file in files {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
-                    sink.diags.push(Diagnostic::error(&file, Pos::START, format!("cannot read playbook: {e}")));
+                    sink.diags.push(Diagnostic::error(
+                        &file,
+                        Pos::START,
+                        format!("cannot read playbook: {e}"),
+                    ));
                     continue;
                 }
             };
             match parse::yaml::<PlaybookSpec>(&file, &text) {
                 Ok(spec) => {
-                    let mut s = Sink { file: &file, diags: sink.diags };
+                    let mut s = Sink {
+                        file: &file,
+                        diags: sink.diags,
+                    };
                     if let Some(p) = build_playbook(&file, spec, &known, &mut s) {
                         playbooks.push((file.clone(), p));
                     }
@@ -189,14 +261,28 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             }
         }
     } else {
-        sink.error(spec.playbooks.pos(), format!("playbooks directory `{}` does not exist", playbooks_dir.display()));
+        sink.error(
+            spec.playbooks.pos(),
+            format!(
+                "playbooks directory `{}` does not exist",
+                playbooks_dir.display()
+            ),
+        );
     }
 
     // Across playbooks: unique ids, distinct priorities.
     let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (file, p) in &playbooks {
         if let Some(first) = seen.get(&p.id) {
-            diags.push(Diagnostic::error(file, Pos::START, format!("duplicate playbook id `{}` (also in {})", p.id, first.display())));
+            diags.push(Diagnostic::error(
+                file,
+                Pos::START,
+                format!(
+                    "duplicate playbook id `{}` (also in {})",
+                    p.id,
+                    first.display()
+                ),
+            ));
         } else {
             seen.insert(p.id.clone(), file.clone());
         }
@@ -245,9 +331,17 @@ struct Known<'a> {
     connectors: &'a BTreeMap<String, Connector>,
 }
 
-fn build_playbook(file: &Path, spec: PlaybookSpec, known: &Known<'_>, s: &mut Sink<'_>) -> Option<Playbook> {
+fn build_playbook(
+    file: &Path,
+    spec: PlaybookSpec,
+    known: &Known<'_>,
+    s: &mut Sink<'_>,
+) -> Option<Playbook> {
     let errors_before = s.diags.iter().filter(|d| d.is_error()).count();
-    let stem = file.file_stem().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = file
+        .file_stem()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
     let id = match &spec.id {
         Some(id) => {
             check_id(id, "playbook", s);
@@ -264,7 +358,10 @@ fn build_playbook(file: &Path, spec: PlaybookSpec, known: &Known<'_>, s: &mut Si
     };
     let timezone = spec.timezone.as_ref().and_then(|tz| timezone(tz, s));
     let send_window = spec.send_window.as_ref().and_then(|w| {
-        let days: Option<Vec<String>> = w.days.as_ref().map(|d| d.iter().map(|x| x.get().clone()).collect());
+        let days: Option<Vec<String>> = w
+            .days
+            .as_ref()
+            .map(|d| d.iter().map(|x| x.get().clone()).collect());
         for d in w.days.iter().flatten() {
             if let Err(e) = SendWindow::parse(Some(std::slice::from_ref(d.get())), None) {
                 s.error(d.pos(), e);
@@ -307,25 +404,43 @@ fn build_playbook(file: &Path, spec: PlaybookSpec, known: &Known<'_>, s: &mut Si
             .map(|m| {
                 claim(&m.id, "milestone", s);
                 if m.reached_on.is_none() && m.reached_when.is_none() {
-                    s.error(m.id.pos(), format!("milestone `{}` needs `reached_on` or `reached_when`", m.id.get()));
+                    s.error(
+                        m.id.pos(),
+                        format!(
+                            "milestone `{}` needs `reached_on` or `reached_when`",
+                            m.id.get()
+                        ),
+                    );
                 }
                 let due = m.due.as_ref().and_then(|d| duration_of(d, s));
                 if m.due.is_none() && !m.on_late.is_empty() {
-                    s.error(m.id.pos(), format!("milestone `{}` has `on_late` actions but no `due`", m.id.get()));
+                    s.error(
+                        m.id.pos(),
+                        format!(
+                            "milestone `{}` has `on_late` actions but no `due`",
+                            m.id.get()
+                        ),
+                    );
                 }
                 Milestone {
                     id: m.id.get().clone(),
                     owner: m.owner.clone(),
                     objective: m.objective.clone(),
                     reached_on: m.reached_on.as_ref().map(|r| event_match(r, s)),
-                    reached_when: m.reached_when.as_ref().and_then(|c| cond(c, SEGMENT_VARS, s)),
+                    reached_when: m
+                        .reached_when
+                        .as_ref()
+                        .and_then(|c| cond(c, SEGMENT_VARS, s)),
                     due,
                     on_late: actions(&m.on_late, false, true, known, s),
                 }
             })
             .collect();
         if o.start.get().trim().is_empty() {
-            s.error(o.start.pos(), "`start` must name an account field, such as `signed_at`");
+            s.error(
+                o.start.pos(),
+                "`start` must name an account field, such as `signed_at`",
+            );
         }
         Onboarding {
             start_field: o.start.get().trim().to_string(),
@@ -362,24 +477,48 @@ fn moment(m: &MomentSpec, known: &Known<'_>, s: &mut Sink<'_>) -> Option<Moment>
         Some("ongoing") => PhaseFilter::Ongoing,
         Some(other) => {
             let p = m.phase.as_ref().expect("matched Some");
-            s.error(p.pos(), format!("unknown phase `{other}`, {}", suggestion(other, &["onboarding", "ongoing", "any"])));
+            s.error(
+                p.pos(),
+                format!(
+                    "unknown phase `{other}`, {}",
+                    suggestion(other, &["onboarding", "ongoing", "any"])
+                ),
+            );
             PhaseFilter::Any
         }
     };
     let cooldown = m.cooldown.as_ref().and_then(|c| duration_of(c, s));
     let trigger = match (&m.schedule, &m.on) {
         (Some(_), Some(_)) => {
-            s.error(m.id.pos(), format!("moment `{}` has both `schedule` and `on`; give it one trigger", m.id.get()));
+            s.error(
+                m.id.pos(),
+                format!(
+                    "moment `{}` has both `schedule` and `on`; give it one trigger",
+                    m.id.get()
+                ),
+            );
             None
         }
         (None, None) => {
-            s.error(m.id.pos(), format!("moment `{}` has no trigger: add `schedule` or `on`", m.id.get()));
+            s.error(
+                m.id.pos(),
+                format!(
+                    "moment `{}` has no trigger: add `schedule` or `on`",
+                    m.id.get()
+                ),
+            );
             None
         }
         (Some(cron), None) => match Schedule::parse(cron.get()) {
             Ok(sch) => {
                 if sch.never_fires() {
-                    s.warn(cron.pos(), format!("cron expression `{}` never fires: no date matches it", sch.source()));
+                    s.warn(
+                        cron.pos(),
+                        format!(
+                            "cron expression `{}` never fires: no date matches it",
+                            sch.source()
+                        ),
+                    );
                 }
                 Some(Trigger::Schedule(sch))
             }
@@ -391,7 +530,10 @@ fn moment(m: &MomentSpec, known: &Known<'_>, s: &mut Sink<'_>) -> Option<Moment>
         (None, Some(on)) => trigger(&m.id, on, s),
     };
     if m.actions.is_empty() {
-        s.warn(m.id.pos(), format!("moment `{}` has no actions", m.id.get()));
+        s.warn(
+            m.id.pos(),
+            format!("moment `{}` has no actions", m.id.get()),
+        );
     }
     let has_event = trigger.as_ref().is_some_and(Trigger::has_event);
     let actions = actions(&m.actions, has_event, false, known, s);
@@ -429,7 +571,14 @@ fn trigger(id: &Sp<String>, on: &TriggerSpec, s: &mut Sink<'_>) -> Option<Trigge
     // Keys that belong to another trigger kind are mistakes, not extras.
     let stray = |key: &str, present: bool, allowed: &[&str], s: &mut Sink<'_>| {
         if present && !allowed.contains(&key) {
-            s.error(id.pos(), format!("moment `{}`: `{key}` does not apply to `on.{}`", id.get(), named[0]));
+            s.error(
+                id.pos(),
+                format!(
+                    "moment `{}`: `{key}` does not apply to `on.{}`",
+                    id.get(),
+                    named[0]
+                ),
+            );
         }
     };
     let allowed: &[&str] = match named[0] {
@@ -448,7 +597,10 @@ fn trigger(id: &Sp<String>, on: &TriggerSpec, s: &mut Sink<'_>) -> Option<Trigge
         match v {
             Some(d) => duration_of(d, s),
             None => {
-                s.error(id.pos(), format!("moment `{}`: `on.{}` needs `{key}`", id.get(), named[0]));
+                s.error(
+                    id.pos(),
+                    format!("moment `{}`: `on.{}` needs `{key}`", id.get(), named[0]),
+                );
                 None
             }
         }
@@ -466,9 +618,15 @@ fn trigger(id: &Sp<String>, on: &TriggerSpec, s: &mut Sink<'_>) -> Option<Trigge
             check_event_type(ev, s);
             let silence = need(&on.for_, "for", s)?;
             if silence.minutes() <= 0 {
-                s.error(on.for_.as_ref().map(Sp::pos).unwrap_or(id.pos()), "`for` must be longer than zero");
+                s.error(
+                    on.for_.as_ref().map(Sp::pos).unwrap_or(id.pos()),
+                    "`for` must be longer than zero",
+                );
             }
-            Some(Trigger::Absent { event: ev.get().clone(), silence })
+            Some(Trigger::Absent {
+                event: ev.get().clone(),
+                silence,
+            })
         }
         "metric" => {
             let metric = on.metric.as_ref().expect("metric");
@@ -476,11 +634,18 @@ fn trigger(id: &Sp<String>, on: &TriggerSpec, s: &mut Sink<'_>) -> Option<Trigge
             let drop = match &on.drop {
                 Some(d) => parse_drop(d.get()).map_err(|e| s.error(d.pos(), e)).ok(),
                 None => {
-                    s.error(id.pos(), format!("moment `{}`: `on.metric` needs `drop`", id.get()));
+                    s.error(
+                        id.pos(),
+                        format!("moment `{}`: `on.metric` needs `drop`", id.get()),
+                    );
                     None
                 }
             };
-            Some(Trigger::Metric { metric: metric.get().clone(), drop: drop?, over: over? })
+            Some(Trigger::Metric {
+                metric: metric.get().clone(),
+                drop: drop?,
+                over: over?,
+            })
         }
         _ => {
             let field = on.date.as_ref().expect("date");
@@ -498,24 +663,38 @@ fn trigger(id: &Sp<String>, on: &TriggerSpec, s: &mut Sink<'_>) -> Option<Trigge
                 Some(a) => match crate::schedule::parse_hhmm(a.get()) {
                     Some(hm) => hm,
                     None => {
-                        s.error(a.pos(), format!("invalid time `{}`: expected HH:MM, such as \"09:00\"", a.get().0));
+                        s.error(
+                            a.pos(),
+                            format!(
+                                "invalid time `{}`: expected HH:MM, such as \"09:00\"",
+                                a.get().0
+                            ),
+                        );
                         (9, 0)
                     }
                 },
                 None => (9, 0),
             };
-            Some(Trigger::Date { field: field.get().clone(), offset: offset?, hour, minute })
+            Some(Trigger::Date {
+                field: field.get().clone(),
+                offset: offset?,
+                hour,
+                minute,
+            })
         }
     }
 }
 
 fn parse_drop(text: &str) -> Result<Drop, String> {
     let t = text.trim();
-    let bad = || format!("invalid drop `{t}`: expected a percentage like `30%` or an amount like `5`");
+    let bad =
+        || format!("invalid drop `{t}`: expected a percentage like `30%` or an amount like `5`");
     if let Some(p) = t.strip_suffix('%') {
         let f: f64 = p.trim().parse().map_err(|_| bad())?;
         if !(f > 0.0 && f <= 100.0) {
-            return Err(format!("invalid drop `{t}`: a percentage must be above 0% and at most 100%"));
+            return Err(format!(
+                "invalid drop `{t}`: a percentage must be above 0% and at most 100%"
+            ));
         }
         Ok(Drop::Relative(f / 100.0))
     } else {
@@ -538,16 +717,30 @@ fn event_match(spec: &EventMatchSpec, s: &mut Sink<'_>) -> EventMatch {
 fn check_event_type(ev: &Sp<String>, s: &mut Sink<'_>) {
     let t = ev.get();
     if t.trim().is_empty() || t.chars().any(char::is_whitespace) {
-        s.error(ev.pos(), format!("invalid event type `{t}`: expected a name such as `ticket.created`"));
+        s.error(
+            ev.pos(),
+            format!("invalid event type `{t}`: expected a name such as `ticket.created`"),
+        );
     }
     if let Some(close) = crate::config::diag::did_you_mean(t, ENGINE_EVENTS.iter().copied()) {
         if close != t {
-            s.warn(ev.pos(), format!("event type `{t}` is close to the engine event `{close}`; did you mean it?"));
+            s.warn(
+                ev.pos(),
+                format!(
+                    "event type `{t}` is close to the engine event `{close}`; did you mean it?"
+                ),
+            );
         }
     }
 }
 
-fn actions(specs: &[ActionSpec], has_event: bool, is_late: bool, known: &Known<'_>, s: &mut Sink<'_>) -> Vec<Action> {
+fn actions(
+    specs: &[ActionSpec],
+    has_event: bool,
+    is_late: bool,
+    known: &Known<'_>,
+    s: &mut Sink<'_>,
+) -> Vec<Action> {
     let mut out = Vec::new();
     for a in specs {
         match a {
@@ -561,7 +754,10 @@ fn actions(specs: &[ActionSpec], has_event: bool, is_late: bool, known: &Known<'
                 };
                 template_ref(&e.template, Kind::Email, has_event, is_late, known, s);
                 if let Some(to) = to {
-                    out.push(Action::Email { to, template: e.template.get().clone() });
+                    out.push(Action::Email {
+                        to,
+                        template: e.template.get().clone(),
+                    });
                 }
             }
             ActionSpec::Webhook(w) => {
@@ -573,7 +769,10 @@ fn actions(specs: &[ActionSpec], has_event: bool, is_late: bool, known: &Known<'
                     );
                 }
                 template_ref(&w.template, Kind::Json, has_event, is_late, known, s);
-                out.push(Action::Webhook { endpoint: w.endpoint.get().clone(), template: w.template.get().clone() });
+                out.push(Action::Webhook {
+                    endpoint: w.endpoint.get().clone(),
+                    template: w.template.get().clone(),
+                });
             }
             ActionSpec::Connector(c) => {
                 if !known.connectors.contains_key(c.name.get()) {
@@ -584,7 +783,10 @@ fn actions(specs: &[ActionSpec], has_event: bool, is_late: bool, known: &Known<'
                     );
                 }
                 if c.action.get().trim().is_empty() {
-                    s.error(c.action.pos(), "`action` must name a connector action, such as `create_task`");
+                    s.error(
+                        c.action.pos(),
+                        "`action` must name a connector action, such as `create_task`",
+                    );
                 }
                 if let Some(t) = &c.template {
                     template_ref(t, Kind::Json, has_event, is_late, known, s);
@@ -602,14 +804,24 @@ fn actions(specs: &[ActionSpec], has_event: bool, is_late: bool, known: &Known<'
 
 /// Checks that a template exists and that every variable it uses exists
 /// for the moments that use it.
-fn template_ref(name: &Sp<String>, kind: Kind, has_event: bool, is_late: bool, known: &Known<'_>, s: &mut Sink<'_>) {
+fn template_ref(
+    name: &Sp<String>,
+    kind: Kind,
+    has_event: bool,
+    is_late: bool,
+    known: &Known<'_>,
+    s: &mut Sink<'_>,
+) {
     let n = name.get();
     if !known.templates.has(n, kind) {
         let file = match kind {
             Kind::Email => format!("{n}.hbs"),
             Kind::Json => format!("{n}.json.hbs"),
         };
-        s.error(name.pos(), format!("template `{n}` not found: expected the file `templates/{file}`"));
+        s.error(
+            name.pos(),
+            format!("template `{n}` not found: expected the file `templates/{file}`"),
+        );
         return;
     }
     let Some((_, vars)) = known.templates.vars(n, kind) else {
@@ -629,12 +841,19 @@ fn template_ref(name: &Sp<String>, kind: Kind, has_event: bool, is_late: bool, k
         let msg = if root == "event" {
             format!(
                 "template `{n}` uses `event`, but {} has no event (only moments triggered by `on.event` or `on.metric` do)",
-                if is_late { "a milestone's on_late" } else { "this moment" }
+                if is_late {
+                    "a milestone's on_late"
+                } else {
+                    "this moment"
+                }
             )
         } else if matches!(root.as_str(), "contact" | "unsubscribe_url") {
             format!("template `{n}` uses `{root}`, which only email templates have")
         } else {
-            format!("template `{n}` uses unknown variable `{root}`: {}", suggestion(root, &allowed))
+            format!(
+                "template `{n}` uses unknown variable `{root}`: {}",
+                suggestion(root, &allowed)
+            )
         };
         s.error(name.pos(), msg);
     }
@@ -673,15 +892,34 @@ fn timezone(tz: &Sp<String>, s: &mut Sink<'_>) -> Option<TimeZone> {
 fn check_id(id: &Sp<String>, what: &str, s: &mut Sink<'_>) {
     let v = id.get();
     let ok = !v.is_empty()
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
-        s.error(id.pos(), format!("invalid {what} id `{v}`: use letters, digits, `-`, `_` and `.`"));
+        s.error(
+            id.pos(),
+            format!("invalid {what} id `{v}`: use letters, digits, `-`, `_` and `.`"),
+        );
     }
+}
+
+/// Where a scalar's text begins: after the opening quote of a quoted one.
+fn content_start(text: &str, at: Pos) -> Pos {
+    let quoted = text
+        .lines()
+        .nth(at.line.saturating_sub(1) as usize)
+        .and_then(|l| l.chars().nth(at.column.saturating_sub(1) as usize))
+        .is_some_and(|c| c == '"' || c == '\'');
+    if quoted { at.shifted(1) } else { at }
 }
 
 /// Replaces `${NAME}` with the environment's value; a missing one is an
 /// error located at the variable itself.
-fn interpolate(text: &str, at: Pos, env: &dyn Fn(&str) -> Option<String>, s: &mut Sink<'_>) -> String {
+fn interpolate(
+    text: &str,
+    at: Pos,
+    env: &dyn Fn(&str) -> Option<String>,
+    s: &mut Sink<'_>,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut consumed = 0;
@@ -689,14 +927,20 @@ fn interpolate(text: &str, at: Pos, env: &dyn Fn(&str) -> Option<String>, s: &mu
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
         let Some(end) = after.find('}') else {
-            s.error(at.shifted(consumed + i), format!("unterminated `${{` in `{text}`"));
+            s.error(
+                at.shifted(consumed + i),
+                format!("unterminated `${{` in `{text}`"),
+            );
             out.push_str(&rest[i..]);
             return out;
         };
         let name = &after[..end];
         match env(name) {
             Some(v) => out.push_str(&v),
-            None => s.error(at.shifted(consumed + i), format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)")),
+            None => s.error(
+                at.shifted(consumed + i),
+                format!("environment variable `{name}` is not set (referenced as `${{{name}}}`)"),
+            ),
         }
         consumed += i + 3 + end;
         rest = &after[end + 1..];
@@ -705,12 +949,23 @@ fn interpolate(text: &str, at: Pos, env: &dyn Fn(&str) -> Option<String>, s: &mu
     out
 }
 
-fn interpolate_json(v: &serde_json::Value, at: Pos, env: &dyn Fn(&str) -> Option<String>, s: &mut Sink<'_>) -> serde_json::Value {
+fn interpolate_json(
+    v: &serde_json::Value,
+    at: Pos,
+    env: &dyn Fn(&str) -> Option<String>,
+    s: &mut Sink<'_>,
+) -> serde_json::Value {
     use serde_json::Value;
     match v {
         Value::String(t) => Value::String(interpolate(t, at, env, s)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| interpolate_json(x, at, env, s)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), interpolate_json(x, at, env, s))).collect()),
+        Value::Array(a) => {
+            Value::Array(a.iter().map(|x| interpolate_json(x, at, env, s)).collect())
+        }
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), interpolate_json(x, at, env, s)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }

@@ -86,7 +86,10 @@ impl Pos {
 
 /// Closest candidate by edit distance, when it is close enough to be the
 /// likely intent (at most a third of the word's length, and at least 1).
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -110,7 +113,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -141,8 +146,14 @@ mod tests {
 
     #[test]
     fn suggests_close_keys_only() {
-        assert_eq!(did_you_mean("shedule", ["schedule", "segment"]), Some("schedule"));
+        assert_eq!(
+            did_you_mean("shedule", ["schedule", "segment"]),
+            Some("schedule")
+        );
         assert_eq!(did_you_mean("zzz", ["schedule", "segment"]), None);
-        assert_eq!(suggestion("emial", &["email", "webhook"]), "did you mean `email`?");
+        assert_eq!(
+            suggestion("emial", &["email", "webhook"]),
+            "did you mean `email`?"
+        );
     }
 }

@@ -164,10 +164,22 @@ mod tests {
     #[test]
     fn rejects_what_a_typo_produces() {
         assert!(matches!("7x".parse::<Duration>(), Err(DurationError::Unit(_, u)) if u == "x"));
-        assert!(matches!("7".parse::<Duration>(), Err(DurationError::Syntax(_))));
-        assert!(matches!("d".parse::<Duration>(), Err(DurationError::Syntax(_))));
-        assert!(matches!("-7d".parse::<Duration>(), Err(DurationError::Syntax(_))));
-        assert!(matches!("1.5d".parse::<Duration>(), Err(DurationError::Unit(_, _))));
+        assert!(matches!(
+            "7".parse::<Duration>(),
+            Err(DurationError::Syntax(_))
+        ));
+        assert!(matches!(
+            "d".parse::<Duration>(),
+            Err(DurationError::Syntax(_))
+        ));
+        assert!(matches!(
+            "-7d".parse::<Duration>(),
+            Err(DurationError::Syntax(_))
+        ));
+        assert!(matches!(
+            "1.5d".parse::<Duration>(),
+            Err(DurationError::Unit(_, _))
+        ));
         assert!(matches!(
             "99999999999999999999d".parse::<Duration>(),
             Err(DurationError::Overflow(_))

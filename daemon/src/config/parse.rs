@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use super::diag::{suggestion, Diagnostic, Pos};
+use super::diag::{Diagnostic, Pos, suggestion};
 
 /// Parses `text` (read from `path`) into `T`, or one located diagnostic.
 pub fn yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Diagnostic> {
@@ -23,10 +23,14 @@ pub fn yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Diagnosti
 pub fn describe_yaml_error(e: &serde_saphyr::Error) -> String {
     use serde_saphyr::Error as E;
     match e.without_snippet() {
-        E::SerdeUnknownField { field, expected, .. } => {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => {
             format!("unknown key `{field}`, {}", suggestion(field, expected))
         }
-        E::SerdeUnknownVariant { variant, expected, .. } => {
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => {
             format!("unknown `{variant}`, {}", suggestion(variant, expected))
         }
         E::SerdeMissingField { field, .. } => format!("missing key `{field}`"),

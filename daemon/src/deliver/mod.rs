@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn the_window_slides_and_is_half_open() {
-        let cap = Cap { max: 2, per: "7d".parse::<Duration>().unwrap() };
+        let cap = Cap {
+            max: 2,
+            per: "7d".parse::<Duration>().unwrap(),
+        };
         let mut l = CapLedger::default();
         let t = |s: &str| s.parse::<Timestamp>().unwrap();
         assert!(l.admit(&cap, "A@x.io", t("2026-01-01T00:00:00Z")));
@@ -105,20 +108,25 @@ mod tests {
 /// The token of an unsubscribe link: the address and a keyed signature of
 /// it, so that a link cannot be forged for another address.
 pub fn unsubscribe_token(secret: &[u8], address: &str) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use hmac::{Hmac, Mac};
     let address = address.to_ascii_lowercase();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(address.as_bytes());
     let sig = mac.finalize().into_bytes();
-    format!("{}.{}", B64.encode(address.as_bytes()), B64.encode(&sig[..16]))
+    format!(
+        "{}.{}",
+        B64.encode(address.as_bytes()),
+        B64.encode(&sig[..16])
+    )
 }
 
 /// The address of a token, when its signature is valid.
 pub fn verify_unsubscribe_token(secret: &[u8], token: &str) -> Option<String> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     let (addr, _) = token.split_once('.')?;
     let address = String::from_utf8(B64.decode(addr).ok()?).ok()?;
     // Constant-time comparison through the MAC's own verification.
@@ -138,9 +146,16 @@ mod token_tests {
     #[test]
     fn tokens_verify_only_with_their_secret_and_address() {
         let t = unsubscribe_token(b"k1", "Ann@Acme.example");
-        assert_eq!(verify_unsubscribe_token(b"k1", &t).as_deref(), Some("ann@acme.example"));
+        assert_eq!(
+            verify_unsubscribe_token(b"k1", &t).as_deref(),
+            Some("ann@acme.example")
+        );
         assert_eq!(verify_unsubscribe_token(b"k2", &t), None);
-        let forged = format!("{}.{}", t.split('.').next().unwrap().replace('Y', "Z"), t.split('.').nth(1).unwrap());
+        let forged = format!(
+            "{}.{}",
+            t.split('.').next().unwrap().replace('Y', "Z"),
+            t.split('.').nth(1).unwrap()
+        );
         assert_eq!(verify_unsubscribe_token(b"k1", &forged), None);
     }
 }

@@ -9,15 +9,15 @@
 pub mod plan;
 pub mod state;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::evaluate::cel::{self as celx, Cond, Vars};
+use crate::evaluate::cel::{self as celx, Cond, Scope, Vars};
 use crate::model::account::Account;
 use crate::model::event::Event;
 use crate::model::playbook::{Moment, PhaseFilter, Playbook, Trigger};
@@ -54,13 +54,38 @@ pub enum SkipReason {
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// A moment or a milestone's `on_late` fired; its actions are planned.
-    Fired { playbook: String, moment: String, trigger: &'static str, at: Timestamp, actions: Vec<PlannedAction> },
-    Skipped { playbook: String, moment: String, at: Timestamp, reason: SkipReason },
-    Entered { playbook: String, at: Timestamp, silent: bool },
-    Exited { playbook: String, at: Timestamp },
-    MilestoneReached { playbook: String, milestone: String, at: Timestamp },
+    Fired {
+        playbook: String,
+        moment: String,
+        trigger: &'static str,
+        at: Timestamp,
+        actions: Vec<PlannedAction>,
+    },
+    Skipped {
+        playbook: String,
+        moment: String,
+        at: Timestamp,
+        reason: SkipReason,
+    },
+    Entered {
+        playbook: String,
+        at: Timestamp,
+        silent: bool,
+    },
+    Exited {
+        playbook: String,
+        at: Timestamp,
+    },
+    MilestoneReached {
+        playbook: String,
+        milestone: String,
+        at: Timestamp,
+    },
     /// An input that could not be applied (a bad patch, an unparsable date field).
-    Problem { at: Timestamp, message: String },
+    Problem {
+        at: Timestamp,
+        message: String,
+    },
 }
 
 /// How inputs are applied.
@@ -85,8 +110,14 @@ pub struct Engine {
 const TICK: SignedDuration = SignedDuration::from_nanos(1);
 
 impl Engine {
-    pub fn new(config: Arc<Config>, unsubscribe_url: Arc<dyn Fn(&str) -> String + Send + Sync>) -> Engine {
-        Engine { config, unsubscribe_url }
+    pub fn new(
+        config: Arc<Config>,
+        unsubscribe_url: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    ) -> Engine {
+        Engine {
+            config,
+            unsubscribe_url,
+        }
     }
 
     fn playbook(&self, id: Option<&str>) -> Option<Arc<Playbook>> {
@@ -107,47 +138,128 @@ impl Engine {
     pub fn account_json(&self, st: &AccountState, at: Timestamp) -> Value {
         let pb = self.playbook(st.playbook.as_deref());
         let mut map = st.account.as_map().clone();
-        map.insert("metrics".into(), Value::Object(st.metrics.clone().into_iter().collect()));
-        map.insert("segment".into(), st.playbook.clone().map(Value::String).unwrap_or(Value::Null));
+        map.insert(
+            "metrics".into(),
+            Value::Object(st.metrics.clone().into_iter().collect()),
+        );
+        map.insert(
+            "segment".into(),
+            st.playbook
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+        );
         let phase = pb.as_deref().map(|p| self.phase(st, p, at).as_str());
-        map.insert("phase".into(), phase.map(|p| Value::String(p.into())).unwrap_or(Value::Null));
+        map.insert(
+            "phase".into(),
+            phase
+                .map(|p| Value::String(p.into()))
+                .unwrap_or(Value::Null),
+        );
         Value::Object(map)
     }
 
-    fn account_cel(&self, st: &AccountState, at: Timestamp) -> cel::Value {
-        // Built directly rather than through JSON: this runs for every
-        // segment evaluation and dominates its cost.
-        let pb = self.playbook(st.playbook.as_deref());
-        let phase = pb.as_deref().map(|p| self.phase(st, p, at).as_str());
-        let fields = st.account.as_map().iter().map(|(k, v)| (k.as_str(), celx::to_cel(v)));
-        let metrics = celx::map(st.metrics.iter().map(|(k, v)| (k.as_str(), celx::to_cel(v))));
-        let extra = [
-            ("metrics", metrics),
-            ("segment", st.playbook.as_ref().map(|p| celx::to_cel(&Value::String(p.clone()))).unwrap_or(cel::Value::Null)),
-            ("phase", phase.map(|p| celx::to_cel(&Value::String(p.into()))).unwrap_or(cel::Value::Null)),
-        ];
-        celx::map(fields.chain(extra))
+    /// The account as CEL sees it, limited to `fields` when given: the
+    /// conversion dominates evaluation, and most conditions read one or two
+    /// fields of a large object.
+    fn account_cel(
+        &self,
+        st: &AccountState,
+        at: Timestamp,
+        fields: Option<&BTreeSet<String>>,
+    ) -> cel::Value {
+        let wants = |k: &str| fields.is_none_or(|f| f.contains(k));
+        let own = st
+            .account
+            .as_map()
+            .iter()
+            .filter(|(k, _)| wants(k))
+            .map(|(k, v)| (k.as_str(), celx::to_cel(v)));
+        let mut extra = Vec::with_capacity(3);
+        if wants("metrics") {
+            extra.push((
+                "metrics",
+                celx::map(
+                    st.metrics
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), celx::to_cel(v))),
+                ),
+            ));
+        }
+        if wants("segment") {
+            let seg = st
+                .playbook
+                .as_ref()
+                .map(|p| cel::Value::String(Arc::new(p.clone())))
+                .unwrap_or(cel::Value::Null);
+            extra.push(("segment", seg));
+        }
+        if wants("phase") {
+            let pb = self.playbook(st.playbook.as_deref());
+            let phase = pb.as_deref().map(|p| self.phase(st, p, at).as_str());
+            extra.push((
+                "phase",
+                phase
+                    .map(|p| cel::Value::String(Arc::new(p.to_string())))
+                    .unwrap_or(cel::Value::Null),
+            ));
+        }
+        celx::map(own.chain(extra))
     }
 
-    fn check(&self, cond: &Cond, account: &cel::Value, event: Option<&cel::Value>, at: Timestamp, out: &mut Vec<Decision>) -> bool {
-        match cond.eval(&Vars { account, event, now: at }) {
+    /// The union of the account fields a set of conditions reads.
+    fn fields_of<'a>(conds: impl IntoIterator<Item = &'a Cond>) -> Option<BTreeSet<String>> {
+        let mut all = BTreeSet::new();
+        for c in conds {
+            all.extend(c.fields()?.iter().cloned());
+        }
+        Some(all)
+    }
+
+    fn check(
+        &self,
+        cond: &Cond,
+        scope: &Scope<'_>,
+        at: Timestamp,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        match cond.eval_in(scope) {
             Ok(b) => b,
             Err(message) => {
-                out.push(Decision::Problem { at, message: format!("condition {message}") });
+                out.push(Decision::Problem {
+                    at,
+                    message: format!("condition {message}"),
+                });
                 false
             }
         }
     }
 
     /// The first playbook, by priority, whose segment holds.
-    pub fn segment_of(&self, st: &AccountState, at: Timestamp, out: &mut Vec<Decision>) -> Option<Arc<Playbook>> {
-        let account = self.account_cel(st, at);
+    pub fn segment_of(
+        &self,
+        st: &AccountState,
+        at: Timestamp,
+        out: &mut Vec<Decision>,
+    ) -> Option<Arc<Playbook>> {
+        let fields = Self::fields_of(
+            self.config
+                .playbooks
+                .iter()
+                .filter_map(|p| p.segment.as_ref()),
+        );
+        let account = self.account_cel(st, at, fields.as_ref());
+        let scope = Scope::new(&Vars {
+            account: &account,
+            event: None,
+            now: at,
+        });
         self.config
             .playbooks
             .iter()
             .find(|p| match &p.segment {
                 None => true,
-                Some(c) => self.check(c, &account, None, at, out),
+                Some(c) => self.check(c, &scope, at, out),
             })
             .cloned()
     }
@@ -171,7 +283,11 @@ impl Engine {
         if at < start {
             return Phase::Onboarding;
         }
-        if onb.milestones.iter().all(|m| st.reached.get(&m.id).is_some_and(|r| *r <= at)) {
+        if onb
+            .milestones
+            .iter()
+            .all(|m| st.reached.get(&m.id).is_some_and(|r| *r <= at))
+        {
             return Phase::Ongoing;
         }
         if let Some(ends) = onb.ends_after {
@@ -192,7 +308,14 @@ impl Engine {
     }
 
     /// Replaces the account's data (an upsert from the API or a source).
-    pub fn replace_account(&self, st: &mut AccountState, account: Account, at: Timestamp, mode: Mode, out: &mut Vec<Decision>) {
+    pub fn replace_account(
+        &self,
+        st: &mut AccountState,
+        account: Account,
+        at: Timestamp,
+        mode: Mode,
+        out: &mut Vec<Decision>,
+    ) {
         self.advance_before(st, at, out);
         st.account = account;
         let mut step = Step::new(mode);
@@ -201,7 +324,14 @@ impl Engine {
     }
 
     /// Applies one event at `at` (its own time, or when it was received).
-    pub fn apply_event(&self, st: &mut AccountState, ev: &Event, at: Timestamp, mode: Mode, out: &mut Vec<Decision>) {
+    pub fn apply_event(
+        &self,
+        st: &mut AccountState,
+        ev: &Event,
+        at: Timestamp,
+        mode: Mode,
+        out: &mut Vec<Decision>,
+    ) {
         if mode == Mode::Live {
             self.advance_before(st, at, out);
         }
@@ -215,7 +345,10 @@ impl Engine {
         }
         let sample = ev.metric();
         if let Some((name, value)) = sample {
-            st.metrics.insert(name.to_string(), ev.data.get("value").cloned().unwrap_or(Value::Null));
+            st.metrics.insert(
+                name.to_string(),
+                ev.data.get("value").cloned().unwrap_or(Value::Null),
+            );
             if self.watches_metric(name) {
                 let h = st.history.entry(name.to_string()).or_default();
                 let pos = h.partition_point(|(t, _)| *t <= at);
@@ -314,24 +447,47 @@ impl Engine {
 
     /// Re-evaluates segment membership and account-driven milestones after
     /// the account changed (or on admission).
-    fn reevaluate(&self, st: &mut AccountState, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+    fn reevaluate(
+        &self,
+        st: &mut AccountState,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         let target = self.segment_of(st, at, out);
         let current = st.playbook.clone();
         let target_id = target.as_ref().map(|p| p.id.clone());
         if target_id != current || st.entered_at.is_none() && target.is_some() {
             if let Some(old) = &current {
                 if target_id.as_ref() != Some(old) {
-                    out.push(Decision::Exited { playbook: old.clone(), at });
-                    step.queue(old, "segment.exited", json!({"from": current, "to": target_id}));
+                    out.push(Decision::Exited {
+                        playbook: old.clone(),
+                        at,
+                    });
+                    step.queue(
+                        old,
+                        "segment.exited",
+                        json!({"from": current, "to": target_id}),
+                    );
                 }
             }
             st.playbook = target_id.clone();
             st.entered_at = target.as_ref().map(|_| at);
             if let Some(pb) = &target {
-                out.push(Decision::Entered { playbook: pb.id.clone(), at, silent: step.mode == Mode::Silent });
+                out.push(Decision::Entered {
+                    playbook: pb.id.clone(),
+                    at,
+                    silent: step.mode == Mode::Silent,
+                });
                 self.pass_over_past(st, pb, at);
-                if step.mode == Mode::Live && current.is_some() || step.mode == Mode::Live && step.announce_entry {
-                    step.queue(&pb.id, "segment.entered", json!({"from": current, "to": target_id}));
+                if step.mode == Mode::Live && current.is_some()
+                    || step.mode == Mode::Live && step.announce_entry
+                {
+                    step.queue(
+                        &pb.id,
+                        "segment.entered",
+                        json!({"from": current, "to": target_id}),
+                    );
                 }
             }
         }
@@ -368,29 +524,64 @@ impl Engine {
     }
 
     fn date_target(&self, st: &AccountState, pb: &Playbook, m: &Moment) -> Option<Timestamp> {
-        let Trigger::Date { field, offset, hour, minute } = &m.trigger else {
+        let Trigger::Date {
+            field,
+            offset,
+            hour,
+            minute,
+        } = &m.trigger
+        else {
             return None;
         };
         let tz = self.timezone(st, Some(pb));
         let base = st.account.instant(field, &tz)?.ok()?;
         let date = match offset.whole_days() {
-            Some(days) => base.to_zoned(tz.clone()).date().checked_add(jiff::Span::new().days(days)).ok()?,
+            Some(days) => base
+                .to_zoned(tz.clone())
+                .date()
+                .checked_add(jiff::Span::new().days(days))
+                .ok()?,
             None => add(base, offset.span()).to_zoned(tz.clone()).date(),
         };
         Some(crate::schedule::at_local(&tz, date, *hour, *minute))
     }
 
-    fn milestones_by_condition(&self, st: &mut AccountState, pb: &Playbook, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+    fn milestones_by_condition(
+        &self,
+        st: &mut AccountState,
+        pb: &Playbook,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         let Some(onb) = &pb.onboarding else { return };
-        if !onb.milestones.iter().any(|m| m.reached_when.is_some() && !st.reached.contains_key(&m.id)) {
+        if !onb
+            .milestones
+            .iter()
+            .any(|m| m.reached_when.is_some() && !st.reached.contains_key(&m.id))
+        {
             return;
         }
-        let account = self.account_cel(st, at);
+        let fields = Self::fields_of(
+            onb.milestones
+                .iter()
+                .filter_map(|m| m.reached_when.as_ref()),
+        );
+        let account = self.account_cel(st, at, fields.as_ref());
+        let scope = Scope::new(&Vars {
+            account: &account,
+            event: None,
+            now: at,
+        });
         let hits: Vec<String> = onb
             .milestones
             .iter()
             .filter(|m| !st.reached.contains_key(&m.id))
-            .filter(|m| m.reached_when.as_ref().is_some_and(|c| self.check(c, &account, None, at, out)))
+            .filter(|m| {
+                m.reached_when
+                    .as_ref()
+                    .is_some_and(|c| self.check(c, &scope, at, out))
+            })
             .map(|m| m.id.clone())
             .collect();
         for id in hits {
@@ -398,31 +589,88 @@ impl Engine {
         }
     }
 
-    fn reach(&self, st: &mut AccountState, pb: &Playbook, milestone: &str, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+    fn reach(
+        &self,
+        st: &mut AccountState,
+        pb: &Playbook,
+        milestone: &str,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         if st.reached.contains_key(milestone) {
             return;
         }
         let was = self.phase(st, pb, at);
         st.reached.insert(milestone.to_string(), at);
-        out.push(Decision::MilestoneReached { playbook: pb.id.clone(), milestone: milestone.to_string(), at });
+        out.push(Decision::MilestoneReached {
+            playbook: pb.id.clone(),
+            milestone: milestone.to_string(),
+            at,
+        });
         step.queue(&pb.id, "milestone.reached", json!({"milestone": milestone}));
-        let onb = pb.onboarding.as_ref().expect("milestones live in onboarding");
-        let all = onb.milestones.iter().all(|m| st.reached.contains_key(&m.id));
+        let onb = pb
+            .onboarding
+            .as_ref()
+            .expect("milestones live in onboarding");
+        let all = onb
+            .milestones
+            .iter()
+            .all(|m| st.reached.contains_key(&m.id));
         if all && was == Phase::Onboarding {
             step.queue(&pb.id, "onboarding.completed", json!({}));
         }
     }
 
     /// Sends an event to a playbook's milestones and event moments.
-    fn dispatch(&self, st: &mut AccountState, pb: &Arc<Playbook>, event: &Value, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+    fn dispatch(
+        &self,
+        st: &mut AccountState,
+        pb: &Arc<Playbook>,
+        event: &Value,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
-        let interested = pb.moments.iter().any(|m| matches!(&m.trigger, Trigger::Event(e) if e.event == kind))
-            || pb.onboarding.iter().flat_map(|o| &o.milestones).any(|m| m.reached_on.as_ref().is_some_and(|r| r.event == kind));
+        let interested = pb
+            .moments
+            .iter()
+            .any(|m| matches!(&m.trigger, Trigger::Event(e) if e.event == kind))
+            || pb
+                .onboarding
+                .iter()
+                .flat_map(|o| &o.milestones)
+                .any(|m| m.reached_on.as_ref().is_some_and(|r| r.event == kind));
         if !interested {
             return;
         }
-        let account = self.account_cel(st, at);
+        let conds = pb
+            .moments
+            .iter()
+            .filter_map(|m| match &m.trigger {
+                Trigger::Event(e) if e.event == kind => e.when.as_ref(),
+                _ => None,
+            })
+            .chain(
+                pb.onboarding
+                    .iter()
+                    .flat_map(|o| &o.milestones)
+                    .filter_map(|m| {
+                        m.reached_on
+                            .as_ref()
+                            .filter(|r| r.event == kind)
+                            .and_then(|r| r.when.as_ref())
+                    }),
+            );
+        let fields = Self::fields_of(conds);
+        let account = self.account_cel(st, at, fields.as_ref());
         let ev = celx::to_cel(event);
+        let scope = Scope::new(&Vars {
+            account: &account,
+            event: Some(&ev),
+            now: at,
+        });
         if let Some(onb) = &pb.onboarding {
             let hits: Vec<String> = onb
                 .milestones
@@ -430,7 +678,10 @@ impl Engine {
                 .filter(|m| !st.reached.contains_key(&m.id))
                 .filter(|m| {
                     m.reached_on.as_ref().is_some_and(|r| {
-                        r.event == kind && r.when.as_ref().is_none_or(|c| self.check(c, &account, Some(&ev), at, out))
+                        r.event == kind
+                            && r.when
+                                .as_ref()
+                                .is_none_or(|c| self.check(c, &scope, at, out))
                     })
                 })
                 .map(|m| m.id.clone())
@@ -440,8 +691,15 @@ impl Engine {
             }
         }
         for (i, m) in pb.moments.iter().enumerate() {
-            let Trigger::Event(e) = &m.trigger else { continue };
-            if e.event != kind || !e.when.as_ref().is_none_or(|c| self.check(c, &account, Some(&ev), at, out)) {
+            let Trigger::Event(e) = &m.trigger else {
+                continue;
+            };
+            if e.event != kind
+                || !e
+                    .when
+                    .as_ref()
+                    .is_none_or(|c| self.check(c, &scope, at, out))
+            {
                 continue;
             }
             self.fire_moment(st, pb, i, at, Some(event), step, out);
@@ -449,14 +707,28 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn metric_moments(&self, st: &mut AccountState, pb: &Arc<Playbook>, name: &str, value: f64, event: &Value, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+    fn metric_moments(
+        &self,
+        st: &mut AccountState,
+        pb: &Arc<Playbook>,
+        name: &str,
+        value: f64,
+        event: &Value,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         for (i, m) in pb.moments.iter().enumerate() {
-            let Trigger::Metric { metric, drop, over } = &m.trigger else { continue };
+            let Trigger::Metric { metric, drop, over } = &m.trigger else {
+                continue;
+            };
             if metric != name {
                 continue;
             }
             let horizon = sub(at, over.span());
-            let Some(h) = st.history.get(name) else { continue };
+            let Some(h) = st.history.get(name) else {
+                continue;
+            };
             // The latest sample at or before `over` earlier.
             let idx = h.partition_point(|(t, _)| *t <= horizon);
             if idx == 0 {
@@ -474,21 +746,42 @@ impl Engine {
 
     /// Fires (or skips) a moment: phase and cooldown checks, then planning.
     #[allow(clippy::too_many_arguments)]
-    fn fire_moment(&self, st: &mut AccountState, pb: &Arc<Playbook>, index: usize, at: Timestamp, event: Option<&Value>, step: &mut Step, out: &mut Vec<Decision>) {
+    fn fire_moment(
+        &self,
+        st: &mut AccountState,
+        pb: &Arc<Playbook>,
+        index: usize,
+        at: Timestamp,
+        event: Option<&Value>,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         let m = &pb.moments[index];
-        let skip = |reason| Decision::Skipped { playbook: pb.id.clone(), moment: m.id.clone(), at, reason };
+        let skip = |reason| Decision::Skipped {
+            playbook: pb.id.clone(),
+            moment: m.id.clone(),
+            at,
+            reason,
+        };
         if step.mode == Mode::Silent {
             out.push(skip(SkipReason::Past));
             return;
         }
         if m.phase != PhaseFilter::Any {
-            let want = if m.phase == PhaseFilter::Onboarding { Phase::Onboarding } else { Phase::Ongoing };
+            let want = if m.phase == PhaseFilter::Onboarding {
+                Phase::Onboarding
+            } else {
+                Phase::Ongoing
+            };
             if self.phase(st, pb, at) != want {
                 out.push(skip(SkipReason::Phase));
                 return;
             }
         }
-        if let (Some(cd), Some(last)) = (m.cooldown, st.moment(&pb.id, &m.id).and_then(|s| s.last_fired)) {
+        if let (Some(cd), Some(last)) = (
+            m.cooldown,
+            st.moment(&pb.id, &m.id).and_then(|s| s.last_fired),
+        ) {
             if at < add(last, cd.span()) {
                 out.push(skip(SkipReason::Cooldown));
                 return;
@@ -496,22 +789,39 @@ impl Engine {
         }
         st.moment_mut(&pb.id, &m.id).last_fired = Some(at);
         let actions = plan::plan(self, st, pb, plan::Source::Moment(m), at, event, out);
-        out.push(Decision::Fired { playbook: pb.id.clone(), moment: m.id.clone(), trigger: m.trigger.kind(), at, actions });
+        out.push(Decision::Fired {
+            playbook: pb.id.clone(),
+            moment: m.id.clone(),
+            trigger: m.trigger.kind(),
+            at,
+            actions,
+        });
     }
 
     /// Processes engine events queued during a step, in order. Each may
     /// queue more (a milestone reached completes onboarding).
-    fn drain(&self, st: &mut AccountState, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
+    fn drain(
+        &self,
+        st: &mut AccountState,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
         let mut budget = 1000;
         while let Some((playbook, kind, data)) = step.queue.pop_front() {
             budget -= 1;
             if budget == 0 {
-                out.push(Decision::Problem { at, message: "engine events loop: stopped after 1000 in one step".into() });
+                out.push(Decision::Problem {
+                    at,
+                    message: "engine events loop: stopped after 1000 in one step".into(),
+                });
                 break;
             }
             let seen = st.last_seen.entry(kind.to_string()).or_insert(at);
             *seen = (*seen).max(at);
-            let Some(pb) = self.playbook(Some(&playbook)) else { continue };
+            let Some(pb) = self.playbook(Some(&playbook)) else {
+                continue;
+            };
             let event = json!({"id": null, "account": st.id(), "type": kind, "at": at.to_string(), "data": data});
             self.dispatch(st, &pb, &event, at, step, out);
         }
@@ -523,14 +833,19 @@ impl Engine {
         let entered = st.entered_at?;
         let mut best: Option<(Timestamp, Timer)> = None;
         let mut offer = |t: Timestamp, timer: Timer| {
-            if best.as_ref().is_none_or(|(b, bt)| (t, timer.order()) < (*b, bt.order())) {
+            if best
+                .as_ref()
+                .is_none_or(|(b, bt)| (t, timer.order()) < (*b, bt.order()))
+            {
                 best = Some((t, timer));
             }
         };
         if let (Some(onb), Some(start)) = (&pb.onboarding, self.start(st, &pb)) {
             for (i, m) in onb.milestones.iter().enumerate() {
                 let Some(due) = m.due else { continue };
-                if st.reached.contains_key(&m.id) || st.moment(&pb.id, &m.id).is_some_and(|s| s.late_handled) {
+                if st.reached.contains_key(&m.id)
+                    || st.moment(&pb.id, &m.id).is_some_and(|s| s.late_handled)
+                {
                     continue;
                 }
                 offer(add(start, due.span()), Timer::Late(i));
@@ -550,7 +865,11 @@ impl Engine {
                     }
                 }
                 Trigger::Absent { event, silence } => {
-                    let base = st.last_seen.get(event).copied().map_or(entered, |l| l.max(entered));
+                    let base = st
+                        .last_seen
+                        .get(event)
+                        .copied()
+                        .map_or(entered, |l| l.max(entered));
                     if st.moment(&pb.id, &m.id).and_then(|s| s.silence_handled) != Some(base) {
                         offer(add(base, silence.span()), Timer::Moment(i));
                     }
@@ -568,25 +887,48 @@ impl Engine {
         best
     }
 
-    fn fire_timer(&self, st: &mut AccountState, timer: Timer, at: Timestamp, step: &mut Step, out: &mut Vec<Decision>) {
-        let Some(pb) = self.playbook(st.playbook.as_deref()) else { return };
+    fn fire_timer(
+        &self,
+        st: &mut AccountState,
+        timer: Timer,
+        at: Timestamp,
+        step: &mut Step,
+        out: &mut Vec<Decision>,
+    ) {
+        let Some(pb) = self.playbook(st.playbook.as_deref()) else {
+            return;
+        };
         match timer {
             Timer::Late(i) => {
-                let m = &pb.onboarding.as_ref().expect("late timers come from onboarding").milestones[i];
+                let m = &pb
+                    .onboarding
+                    .as_ref()
+                    .expect("late timers come from onboarding")
+                    .milestones[i];
                 st.moment_mut(&pb.id, &m.id).late_handled = true;
                 if self.phase(st, &pb, at) != Phase::Onboarding {
                     return;
                 }
                 step.queue(&pb.id, "milestone.late", json!({"milestone": m.id}));
                 let actions = plan::plan(self, st, &pb, plan::Source::Milestone(m), at, None, out);
-                out.push(Decision::Fired { playbook: pb.id.clone(), moment: m.id.clone(), trigger: "late", at, actions });
+                out.push(Decision::Fired {
+                    playbook: pb.id.clone(),
+                    moment: m.id.clone(),
+                    trigger: "late",
+                    at,
+                    actions,
+                });
             }
             Timer::Moment(i) => {
                 let m = &pb.moments[i];
                 match &m.trigger {
                     Trigger::Absent { event, .. } => {
                         let entered = st.entered_at.unwrap_or(at);
-                        let base = st.last_seen.get(event).copied().map_or(entered, |l| l.max(entered));
+                        let base = st
+                            .last_seen
+                            .get(event)
+                            .copied()
+                            .map_or(entered, |l| l.max(entered));
                         st.moment_mut(&pb.id, &m.id).silence_handled = Some(base);
                     }
                     Trigger::Date { .. } => {
@@ -633,7 +975,11 @@ struct Step {
 
 impl Step {
     fn new(mode: Mode) -> Step {
-        Step { mode, announce_entry: mode == Mode::Live, queue: VecDeque::new() }
+        Step {
+            mode,
+            announce_entry: mode == Mode::Live,
+            queue: VecDeque::new(),
+        }
     }
 
     fn queue(&mut self, playbook: &str, kind: &'static str, data: Value) {

@@ -3,9 +3,9 @@
 //! variable is found before anything is queued. Consent and caps are not
 //! checked here: they depend on the moment of sending (see `deliver`).
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use jiff::tz::TimeZone;
+use serde_json::{Value, json};
 
 use super::{Decision, Engine};
 use crate::engine::state::AccountState;
@@ -27,8 +27,13 @@ pub enum Target {
         /// The recipient is a contact of the account: the per-contact cap applies.
         contact: bool,
     },
-    Webhook { endpoint: String },
-    Connector { name: String, action: String },
+    Webhook {
+        endpoint: String,
+    },
+    Connector {
+        name: String,
+        action: String,
+    },
 }
 
 /// The rendered payload.
@@ -80,33 +85,47 @@ pub(super) fn plan(
     out: &mut Vec<Decision>,
 ) -> Vec<PlannedAction> {
     let (id, owner, objective, actions, bypass, trigger) = match source {
-        Source::Moment(m) => (&m.id, &m.owner, &m.objective, &m.actions, m.bypass_limits, m.trigger.kind()),
+        Source::Moment(m) => (
+            &m.id,
+            &m.owner,
+            &m.objective,
+            &m.actions,
+            m.bypass_limits,
+            m.trigger.kind(),
+        ),
         Source::Milestone(m) => (&m.id, &m.owner, &m.objective, &m.on_late, false, "late"),
     };
     let mut ctx = serde_json::Map::new();
     ctx.insert("account".into(), engine.account_json(st, at));
-    ctx.insert("moment".into(), json!({"id": id, "owner": owner, "objective": objective}));
+    ctx.insert(
+        "moment".into(),
+        json!({"id": id, "owner": owner, "objective": objective}),
+    );
     ctx.insert("playbook".into(), json!({"id": pb.id, "name": pb.name}));
     ctx.insert("now".into(), Value::String(at.to_string()));
     if let Some(e) = event {
         ctx.insert("event".into(), e.clone());
     }
     let account_tz = engine.timezone(st, Some(pb));
-    let event_id = event.and_then(|e| e.get("id")).and_then(Value::as_str).map(str::to_string);
-    let base = |position: usize, target: Target, template: Option<&String>, content| PlannedAction {
-        at,
-        fired_at: at,
-        account: st.id().to_string(),
-        playbook: pb.id.clone(),
-        moment: id.clone(),
-        trigger,
-        position,
-        target,
-        template: template.cloned(),
-        bypass_limits: bypass,
-        event_id: event_id.clone(),
-        content,
-    };
+    let event_id = event
+        .and_then(|e| e.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let base =
+        |position: usize, target: Target, template: Option<&String>, content| PlannedAction {
+            at,
+            fired_at: at,
+            account: st.id().to_string(),
+            playbook: pb.id.clone(),
+            moment: id.clone(),
+            trigger,
+            position,
+            target,
+            template: template.cloned(),
+            bypass_limits: bypass,
+            event_id: event_id.clone(),
+            content,
+        };
     let mut planned = Vec::new();
     for (position, action) in actions.iter().enumerate() {
         match action {
@@ -115,15 +134,34 @@ pub(super) fn plan(
                 if recipients.is_empty() {
                     out.push(Decision::Problem {
                         at,
-                        message: format!("moment `{id}` of playbook `{}`: no recipient for `{}`", pb.id, describe(to)),
+                        message: format!(
+                            "moment `{id}` of playbook `{}`: no recipient for `{}`",
+                            pb.id,
+                            describe(to)
+                        ),
                     });
                 }
                 for r in recipients {
                     let mut c = ctx.clone();
                     c.insert("contact".into(), r.value);
-                    c.insert("unsubscribe_url".into(), Value::String((engine.unsubscribe_url)(&r.email)));
-                    let content = engine.config.templates.render_email(template, &Value::Object(c)).map(Content::Email);
-                    let mut a = base(position, Target::Email { to: r.email, contact: r.is_contact }, Some(template), content);
+                    c.insert(
+                        "unsubscribe_url".into(),
+                        Value::String((engine.unsubscribe_url)(&r.email)),
+                    );
+                    let content = engine
+                        .config
+                        .templates
+                        .render_email(template, &Value::Object(c))
+                        .map(Content::Email);
+                    let mut a = base(
+                        position,
+                        Target::Email {
+                            to: r.email,
+                            contact: r.is_contact,
+                        },
+                        Some(template),
+                        content,
+                    );
                     if let Some(w) = &pb.send_window {
                         a.at = w.next_open(at, &r.tz);
                     }
@@ -131,17 +169,39 @@ pub(super) fn plan(
                 }
             }
             Action::Webhook { endpoint, template } => {
-                let content = engine.config.templates.render_json(template, &Value::Object(ctx.clone())).map(Content::Json);
-                planned.push(base(position, Target::Webhook { endpoint: endpoint.clone() }, Some(template), content));
+                let content = engine
+                    .config
+                    .templates
+                    .render_json(template, &Value::Object(ctx.clone()))
+                    .map(Content::Json);
+                planned.push(base(
+                    position,
+                    Target::Webhook {
+                        endpoint: endpoint.clone(),
+                    },
+                    Some(template),
+                    content,
+                ));
             }
-            Action::Connector { name, action, template } => {
+            Action::Connector {
+                name,
+                action,
+                template,
+            } => {
                 let content = match template {
-                    Some(t) => engine.config.templates.render_json(t, &Value::Object(ctx.clone())).map(Content::Json),
+                    Some(t) => engine
+                        .config
+                        .templates
+                        .render_json(t, &Value::Object(ctx.clone()))
+                        .map(Content::Json),
                     None => Ok(Content::Empty),
                 };
                 planned.push(base(
                     position,
-                    Target::Connector { name: name.clone(), action: action.clone() },
+                    Target::Connector {
+                        name: name.clone(),
+                        action: action.clone(),
+                    },
                     template.as_ref(),
                     content,
                 ));
@@ -169,7 +229,10 @@ struct Recipient {
 
 /// Resolves a selector to distinct addresses (first contact wins).
 fn recipients(st: &AccountState, to: &Recipients, account_tz: &TimeZone) -> Vec<Recipient> {
-    let tz_of = |name: Option<&str>| name.and_then(|n| TimeZone::get(n).ok()).unwrap_or_else(|| account_tz.clone());
+    let tz_of = |name: Option<&str>| {
+        name.and_then(|n| TimeZone::get(n).ok())
+            .unwrap_or_else(|| account_tz.clone())
+    };
     let mut out: Vec<Recipient> = Vec::new();
     let mut push = |r: Recipient| {
         if !out.iter().any(|o| o.email.eq_ignore_ascii_case(&r.email)) {

@@ -2,7 +2,7 @@
 //! `event` and `now`. JSON numbers become CEL `int` when integral (so that
 //! `account.mrr - 200` works with the `int` literal) and `double` otherwise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use jiff::Timestamp;
@@ -18,6 +18,9 @@ fn env() -> &'static Arc<cel::Env> {
 pub struct Cond {
     pub source: String,
     program: cel::Program,
+    /// The top-level `account` fields the expression reads, when that can
+    /// be told from its text (`None`: it uses `account` as a whole).
+    fields: Option<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Cond {
@@ -53,29 +56,91 @@ impl Cond {
         for v in vars {
             if !allowed.contains(&v) {
                 let hint = crate::config::diag::suggestion(v, allowed);
-                return Err(format!("unknown variable `{v}` in CEL expression `{source}`: {hint}"));
+                return Err(format!(
+                    "unknown variable `{v}` in CEL expression `{source}`: {hint}"
+                ));
             }
         }
         Ok(Cond {
             source: source.to_string(),
             program,
+            fields: account_fields(source),
         })
+    }
+
+    /// The top-level account fields this condition reads; `None` for all.
+    pub fn fields(&self) -> Option<&BTreeSet<String>> {
+        self.fields.as_ref()
     }
 
     /// Evaluates to a boolean; anything else, or an evaluation error (a
     /// missing key, a type mismatch), is an error for the caller to report.
     pub fn eval(&self, vars: &Vars<'_>) -> Result<bool, String> {
+        self.eval_in(&Scope::new(vars))
+    }
+
+    /// Evaluates in a scope shared by several conditions.
+    pub fn eval_in(&self, scope: &Scope<'_>) -> Result<bool, String> {
+        match self.program.execute(&scope.ctx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!(
+                "`{}` is not a boolean (got {other:?})",
+                self.source
+            )),
+            Err(e) => Err(format!("`{}`: {e}", self.source)),
+        }
+    }
+}
+
+/// The fields read as `account.NAME`, or `None` when `account` appears
+/// any other way (`account["x"]`, `size(account)`), which needs them all.
+/// A name inside a string literal only widens the set, which is harmless.
+fn account_fields(source: &str) -> Option<BTreeSet<String>> {
+    let bytes = source.as_bytes();
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    while let Some(found) = source[i..].find("account") {
+        let start = i + found;
+        let end = start + "account".len();
+        i = end;
+        let before_ok = start == 0 || !(ident(bytes[start - 1]) || bytes[start - 1] == b'.');
+        let after_ident = end < bytes.len() && ident(bytes[end]);
+        if !before_ok || after_ident {
+            continue;
+        }
+        let rest = source[end..].trim_start();
+        let Some(field) = rest.strip_prefix('.') else {
+            return None;
+        };
+        let field = field.trim_start();
+        let name: String = field
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            return None;
+        }
+        out.insert(name);
+    }
+    Some(out)
+}
+
+/// Variables bound once for several evaluations (a segment check runs
+/// every playbook's condition against the same account).
+pub struct Scope<'a> {
+    ctx: cel::Context<'a, 'a>,
+}
+
+impl Scope<'_> {
+    pub fn new(vars: &Vars<'_>) -> Scope<'static> {
         let mut ctx = cel::Context::with_env(env().clone());
         ctx.add_variable_from_value("account", vars.account.clone());
         if let Some(e) = vars.event {
             ctx.add_variable_from_value("event", e.clone());
         }
         ctx.add_variable_from_value("now", timestamp(vars.now));
-        match self.program.execute(&ctx) {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("`{}` is not a boolean (got {other:?})", self.source)),
-            Err(e) => Err(format!("`{}`: {e}", self.source)),
-        }
+        Scope { ctx }
     }
 }
 
@@ -152,10 +217,33 @@ mod tests {
     }
 
     #[test]
+    fn reads_which_account_fields_an_expression_needs() {
+        let f = |s: &str| account_fields(s).map(|f| f.into_iter().collect::<Vec<_>>());
+        assert_eq!(
+            f("account.mrr >= 5 || account.attributes.growth == 'high'"),
+            Some(vec!["attributes".into(), "mrr".into()])
+        );
+        assert_eq!(
+            f("has(account . metrics.x) && myaccount.y == 1"),
+            Some(vec!["metrics".into()])
+        );
+        assert_eq!(f("account['mrr'] > 1"), None);
+        assert_eq!(f("size(account) > 1"), None);
+        assert_eq!(f("true"), Some(vec![]));
+    }
+
+    #[test]
     fn unknown_variables_are_refused_at_compile_time() {
         let e = Cond::compile("acount.mrr > 1", &["account", "now"]).unwrap_err();
-        assert!(e.contains("unknown variable `acount`") && e.contains("did you mean `account`"), "{e}");
+        assert!(
+            e.contains("unknown variable `acount`") && e.contains("did you mean `account`"),
+            "{e}"
+        );
         assert!(Cond::compile("event.data.x == 1", &["account", "now"]).is_err());
-        assert!(Cond::compile("account.mrr >", &["account"]).unwrap_err().contains("invalid CEL"));
+        assert!(
+            Cond::compile("account.mrr >", &["account"])
+                .unwrap_err()
+                .contains("invalid CEL")
+        );
     }
 }

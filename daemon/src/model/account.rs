@@ -64,7 +64,10 @@ impl Account {
     }
 
     pub fn owner_email(&self) -> Option<&str> {
-        self.owner()?.get("email")?.as_str().filter(|s| !s.is_empty())
+        self.owner()?
+            .get("email")?
+            .as_str()
+            .filter(|s| !s.is_empty())
     }
 
     /// Contacts with an email address, in the account's order.
@@ -80,7 +83,10 @@ impl Account {
                     email,
                     role: c.get("role").and_then(Value::as_str),
                     timezone: c.get("timezone").and_then(Value::as_str),
-                    unsubscribed: c.get("unsubscribed").and_then(Value::as_bool).unwrap_or(false),
+                    unsubscribed: c
+                        .get("unsubscribed")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                     value: c,
                 })
             })
@@ -88,12 +94,17 @@ impl Account {
 
     /// The contact with this address, compared case-insensitively.
     pub fn contact(&self, email: &str) -> Option<Contact<'_>> {
-        self.contacts().find(|c| c.email.eq_ignore_ascii_case(email))
+        self.contacts()
+            .find(|c| c.email.eq_ignore_ascii_case(email))
     }
 
     /// A field holding a timestamp or a `YYYY-MM-DD` date. A date is its
     /// start in `tz`. `None` when absent or null; an error when malformed.
-    pub fn instant(&self, field: &str, tz: &jiff::tz::TimeZone) -> Option<Result<Timestamp, String>> {
+    pub fn instant(
+        &self,
+        field: &str,
+        tz: &jiff::tz::TimeZone,
+    ) -> Option<Result<Timestamp, String>> {
         let v = self.0.get(field)?;
         if v.is_null() {
             return None;
@@ -107,7 +118,9 @@ impl Account {
     /// Applies an RFC 7396 merge patch. The id cannot change.
     pub fn merge(&mut self, patch: &Value) -> Result<(), String> {
         let Value::Object(p) = patch else {
-            return Err("`data` of account.updated must be a JSON object (a merge patch)".to_string());
+            return Err(
+                "`data` of account.updated must be a JSON object (a merge patch)".to_string(),
+            );
         };
         if let Some(id) = p.get("id") {
             if id.as_str() != Some(self.id()) {
@@ -187,9 +200,14 @@ pub fn parse_instant(s: &str, tz: &jiff::tz::TimeZone) -> Result<Timestamp, Stri
         return Ok(t);
     }
     if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        return Ok(crate::schedule::local_instant(tz, d.to_datetime(jiff::civil::Time::midnight())));
+        return Ok(crate::schedule::local_instant(
+            tz,
+            d.to_datetime(jiff::civil::Time::midnight()),
+        ));
     }
-    Err(format!("`{s}` is not an RFC 3339 timestamp (like 2026-01-05T15:00:00Z) or a date (like 2026-01-05)"))
+    Err(format!(
+        "`{s}` is not an RFC 3339 timestamp (like 2026-01-05T15:00:00Z) or a date (like 2026-01-05)"
+    ))
 }
 
 #[cfg(test)]
@@ -207,8 +225,12 @@ mod tests {
 
     #[test]
     fn a_patch_that_changes_mrr_recomputes_arr() {
-        let mut a = Account::from_json(json!({"id": "a", "mrr": 100, "attributes": {"risk": "low", "x": 1}})).unwrap();
-        a.merge(&json!({"mrr": 900, "attributes": {"risk": "high", "x": null}})).unwrap();
+        let mut a = Account::from_json(
+            json!({"id": "a", "mrr": 100, "attributes": {"risk": "low", "x": 1}}),
+        )
+        .unwrap();
+        a.merge(&json!({"mrr": 900, "attributes": {"risk": "high", "x": null}}))
+            .unwrap();
         assert_eq!(a.get("arr"), Some(&json!(10800)));
         assert_eq!(a.get("attributes"), Some(&json!({"risk": "high"})));
         assert!(a.merge(&json!({"id": "other"})).is_err());
@@ -216,7 +238,11 @@ mod tests {
 
     #[test]
     fn rejects_accounts_without_id() {
-        assert!(Account::from_json(json!({"name": "x"})).unwrap_err().contains("`id`"));
+        assert!(
+            Account::from_json(json!({"name": "x"}))
+                .unwrap_err()
+                .contains("`id`")
+        );
         assert!(Account::from_json(json!({"id": 3})).is_err());
         assert!(Account::from_json(json!([])).is_err());
     }

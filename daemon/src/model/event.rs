@@ -39,11 +39,16 @@ impl Event {
         };
         let at = match string("at", false)? {
             Some(s) => Some(s.parse::<Timestamp>().map_err(|_| {
-                format!("field `at`: `{s}` is not an RFC 3339 timestamp (like 2026-02-01T10:00:00Z)")
+                format!(
+                    "field `at`: `{s}` is not an RFC 3339 timestamp (like 2026-02-01T10:00:00Z)"
+                )
             })?),
             None => None,
         };
-        let data = map.get("data").cloned().unwrap_or(Value::Object(Default::default()));
+        let data = map
+            .get("data")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
         if !data.is_object() {
             return Err("field `data` must be a JSON object".to_string());
         }
@@ -86,7 +91,10 @@ impl Event {
         if self.kind != "metric" {
             return None;
         }
-        Some((self.data.get("name")?.as_str()?, self.data.get("value")?.as_f64()?))
+        Some((
+            self.data.get("name")?.as_str()?,
+            self.data.get("value")?.as_f64()?,
+        ))
     }
 }
 
@@ -101,7 +109,10 @@ mod tests {
         assert_eq!(e(json!({"type": "x"})), "missing field `account`");
         assert_eq!(e(json!({"account": "a"})), "missing field `type`");
         assert!(e(json!({"account": "a", "type": "x", "at": "yesterday"})).contains("field `at`"));
-        assert!(e(json!({"account": "a", "type": "metric", "data": {"name": "u"}})).contains("data.value"));
+        assert!(
+            e(json!({"account": "a", "type": "metric", "data": {"name": "u"}}))
+                .contains("data.value")
+        );
         assert!(e(json!({"account": "a", "type": "x", "data": 3})).contains("`data`"));
     }
 }

@@ -86,7 +86,9 @@ impl Drop {
     /// Whether going from `before` to `after` is a drop of at least this much.
     pub fn holds(self, before: f64, after: f64) -> bool {
         match self {
-            Drop::Relative(f) => before > 0.0 && (before - after) >= f * before - 1e-9 * before.abs(),
+            Drop::Relative(f) => {
+                before > 0.0 && (before - after) >= f * before - 1e-9 * before.abs()
+            }
             Drop::Absolute(a) => before - after >= a - 1e-9,
         }
     }
@@ -96,9 +98,21 @@ impl Drop {
 pub enum Trigger {
     Schedule(Schedule),
     Event(EventMatch),
-    Absent { event: String, silence: Duration },
-    Metric { metric: String, drop: Drop, over: Duration },
-    Date { field: String, offset: Duration, hour: i8, minute: i8 },
+    Absent {
+        event: String,
+        silence: Duration,
+    },
+    Metric {
+        metric: String,
+        drop: Drop,
+        over: Duration,
+    },
+    Date {
+        field: String,
+        offset: Duration,
+        hour: i8,
+        minute: i8,
+    },
 }
 
 impl Trigger {
@@ -136,14 +150,25 @@ impl Recipients {
         if t == "owner" {
             return Ok(Recipients::Owner);
         }
-        if let Some(inner) = t.strip_prefix("contacts[").and_then(|r| r.strip_suffix(']')) {
+        if let Some(inner) = t
+            .strip_prefix("contacts[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
             let Some(role) = inner.trim().strip_prefix("role") else {
-                return Err(format!("invalid recipient `{t}`: expected `contacts[role=NAME]`"));
+                return Err(format!(
+                    "invalid recipient `{t}`: expected `contacts[role=NAME]`"
+                ));
             };
-            let role = role.trim_start().strip_prefix('=').map(str::trim).unwrap_or("");
+            let role = role
+                .trim_start()
+                .strip_prefix('=')
+                .map(str::trim)
+                .unwrap_or("");
             let role = role.trim_matches(|c| c == '"' || c == '\'');
             if role.is_empty() {
-                return Err(format!("invalid recipient `{t}`: expected `contacts[role=NAME]`"));
+                return Err(format!(
+                    "invalid recipient `{t}`: expected `contacts[role=NAME]`"
+                ));
             }
             return Ok(Recipients::ContactsWithRole(role.to_string()));
         }
@@ -167,14 +192,26 @@ pub fn is_plausible_address(s: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Email { to: Recipients, template: String },
-    Webhook { endpoint: String, template: String },
-    Connector { name: String, action: String, template: Option<String> },
+    Email {
+        to: Recipients,
+        template: String,
+    },
+    Webhook {
+        endpoint: String,
+        template: String,
+    },
+    Connector {
+        name: String,
+        action: String,
+        template: Option<String>,
+    },
 }
 
 impl Action {

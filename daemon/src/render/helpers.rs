@@ -112,7 +112,9 @@ impl HelperDef for DateHelper {
         let text = value
             .value()
             .as_str()
-            .ok_or(RenderErrorReason::InvalidParamType("date: a timestamp string"))?;
+            .ok_or(RenderErrorReason::InvalidParamType(
+                "date: a timestamp string",
+            ))?;
         let tz = match h.hash_get("tz").and_then(|v| v.value().as_str()) {
             Some(name) => jiff::tz::TimeZone::get(name)
                 .map_err(|e| RenderErrorReason::Other(format!("date: timezone `{name}`: {e}")))?,

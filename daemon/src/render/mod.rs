@@ -10,7 +10,7 @@ mod helpers;
 mod vars;
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use handlebars::Handlebars;
@@ -134,7 +134,11 @@ impl Templates {
             let source = match std::fs::read_to_string(path) {
                 Ok(s) => s,
                 Err(e) => {
-                    diags.push(Diagnostic::error(path, Pos::START, format!("cannot read template: {e}")));
+                    diags.push(Diagnostic::error(
+                        path,
+                        Pos::START,
+                        format!("cannot read template: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -159,7 +163,11 @@ impl Templates {
                     match std::fs::read_to_string(&html_path) {
                         Ok(s) => Some((html_path, s)),
                         Err(e) => {
-                            diags.push(Diagnostic::error(&html_path, Pos::START, format!("cannot read template: {e}")));
+                            diags.push(Diagnostic::error(
+                                &html_path,
+                                Pos::START,
+                                format!("cannot read template: {e}"),
+                            ));
                             None
                         }
                     }
@@ -177,7 +185,10 @@ impl Templates {
             Ok(tpl) => tpl,
             Err(e) => return Some(compile_diag(path, 0, &e)),
         };
-        self.vars.insert((name.to_string(), Kind::Json), (path.to_path_buf(), TemplateVars::of(&[&tpl])));
+        self.vars.insert(
+            (name.to_string(), Kind::Json),
+            (path.to_path_buf(), TemplateVars::of(&[&tpl])),
+        );
         self.json.register_template(name, tpl);
         self.json_names.insert(name.to_string(), ());
         None
@@ -208,7 +219,10 @@ impl Templates {
                 diags.push(Diagnostic::error(
                     path,
                     at,
-                    format!("front matter: {}", crate::config::parse::describe_yaml_error(&e)),
+                    format!(
+                        "front matter: {}",
+                        crate::config::parse::describe_yaml_error(&e)
+                    ),
                 ));
                 return diags;
             }
@@ -239,8 +253,12 @@ impl Templates {
         };
         let mut all = vec![&subject, &text];
         all.extend(html_tpl.as_ref());
-        self.vars.insert((name.to_string(), Kind::Email), (path.to_path_buf(), TemplateVars::of(&all)));
-        self.text.register_template(&format!("{name}#subject"), subject);
+        self.vars.insert(
+            (name.to_string(), Kind::Email),
+            (path.to_path_buf(), TemplateVars::of(&all)),
+        );
+        self.text
+            .register_template(&format!("{name}#subject"), subject);
         self.text.register_template(name, text);
         if let Some(t) = html_tpl {
             self.html.register_template(name, t);
@@ -270,7 +288,11 @@ impl Templates {
     }
 
     /// Renders an email template: subject, text and (optional) HTML part.
-    pub fn render_email(&self, name: &str, ctx: &serde_json::Value) -> Result<RenderedEmail, RenderError> {
+    pub fn render_email(
+        &self,
+        name: &str,
+        ctx: &serde_json::Value,
+    ) -> Result<RenderedEmail, RenderError> {
         let meta = self.emails.get(name).ok_or_else(|| RenderError {
             template: name.to_string(),
             message: "no such email template".to_string(),
@@ -304,7 +326,11 @@ impl Templates {
 
     /// Renders a JSON template and parses the result: a template whose
     /// output is not valid JSON is an error, never sent.
-    pub fn render_json(&self, name: &str, ctx: &serde_json::Value) -> Result<serde_json::Value, RenderError> {
+    pub fn render_json(
+        &self,
+        name: &str,
+        ctx: &serde_json::Value,
+    ) -> Result<serde_json::Value, RenderError> {
         if !self.json_names.contains_key(name) {
             return Err(RenderError {
                 template: name.to_string(),
@@ -314,7 +340,10 @@ impl Templates {
         let text = guarded(name, || self.json.render(name, ctx))?;
         serde_json::from_str(&text).map_err(|e| RenderError {
             template: name.to_string(),
-            message: format!("rendered output is not valid JSON: {e} (output: {})", abbreviate(&text)),
+            message: format!(
+                "rendered output is not valid JSON: {e} (output: {})",
+                abbreviate(&text)
+            ),
         })
     }
 }
@@ -372,7 +401,10 @@ fn compile_diag(path: &Path, line_offset: usize, e: &handlebars::TemplateError) 
 /// Splits `---\nYAML\n---\nbody`. Returns the front matter, the body, and
 /// the 1-based line on which the body starts.
 fn split_front_matter(source: &str) -> Result<(&str, &str, usize), String> {
-    let missing = || "email template must start with a front matter block: `---`, `subject: ...`, `---`".to_string();
+    let missing = || {
+        "email template must start with a front matter block: `---`, `subject: ...`, `---`"
+            .to_string()
+    };
     let rest = source
         .strip_prefix("---\n")
         .or_else(|| source.strip_prefix("---\r\n"))

@@ -67,7 +67,11 @@ impl TemplateVars {
                     .split(['.', '['])
                     .next()
                     .unwrap_or("");
-                if !root.is_empty() && !root.starts_with('@') && root != "this" && !raw.starts_with("..") {
+                if !root.is_empty()
+                    && !root.starts_with('@')
+                    && root != "this"
+                    && !raw.starts_with("..")
+                {
                     self.roots.insert(root.to_string());
                 }
             }

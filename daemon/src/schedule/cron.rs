@@ -6,8 +6,8 @@
 
 use std::str::FromStr;
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 /// A parsed cron expression.
 #[derive(Debug, Clone)]
@@ -17,7 +17,15 @@ pub struct Schedule {
 }
 
 /// Macros the contract names, plus their usual synonyms.
-const MACROS: &[&str] = &["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"];
+const MACROS: &[&str] = &[
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@midnight",
+    "@hourly",
+];
 
 impl Schedule {
     /// Parses an expression (see `never_fires` for calendars that cannot occur).
@@ -38,8 +46,12 @@ impl Schedule {
                 ));
             }
         }
-        let cron = croner::Cron::from_str(text)
-            .map_err(|e| format!("invalid cron expression `{text}`: {}", lowercase_first(&e.to_string())))?;
+        let cron = croner::Cron::from_str(text).map_err(|e| {
+            format!(
+                "invalid cron expression `{text}`: {}",
+                lowercase_first(&e.to_string())
+            )
+        })?;
         Ok(Schedule {
             source: text.to_string(),
             cron,
@@ -70,8 +82,13 @@ impl Schedule {
         if next > after {
             Some(next)
         } else {
-            let nudged = after.checked_add(jiff::SignedDuration::from_secs(60)).ok()?;
-            let again = self.cron.find_next_occurrence(&nudged.to_zoned(tz.clone()), true).ok()?;
+            let nudged = after
+                .checked_add(jiff::SignedDuration::from_secs(60))
+                .ok()?;
+            let again = self
+                .cron
+                .find_next_occurrence(&nudged.to_zoned(tz.clone()), true)
+                .ok()?;
             (again.timestamp() > after).then(|| again.timestamp())
         }
     }
@@ -112,7 +129,12 @@ mod tests {
         // 2026-01-13 is a Tuesday; Fridays are the 2nd, 9th, 16th.
         assert_eq!(
             run("0 9 13 * fri", "UTC", "2026-01-01T00:00:00Z", 4),
-            ["2026-01-02T09:00:00Z", "2026-01-09T09:00:00Z", "2026-01-13T09:00:00Z", "2026-01-16T09:00:00Z"]
+            [
+                "2026-01-02T09:00:00Z",
+                "2026-01-09T09:00:00Z",
+                "2026-01-13T09:00:00Z",
+                "2026-01-16T09:00:00Z"
+            ]
         );
     }
 
@@ -130,12 +152,19 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_five_field_cron() {
-        assert!(Schedule::parse("0 9 * * * *").unwrap_err().contains("5 fields"));
+        assert!(
+            Schedule::parse("0 9 * * * *")
+                .unwrap_err()
+                .contains("5 fields")
+        );
         assert!(Schedule::parse("61 * * * *").is_err());
         assert!(Schedule::parse("@sometimes").unwrap_err().contains("macro"));
         assert!(Schedule::parse("0 0 30 2 *").unwrap().never_fires());
         let impossible = Schedule::parse("0 0 31 4 *").unwrap();
-        assert_eq!(impossible.next_after(ts("2026-01-01T00:00:00Z"), &TimeZone::UTC), None);
+        assert_eq!(
+            impossible.next_after(ts("2026-01-01T00:00:00Z"), &TimeZone::UTC),
+            None
+        );
         assert!(!Schedule::parse("0 9 29 2 *").unwrap().never_fires());
     }
 

@@ -5,9 +5,9 @@
 pub mod cron;
 pub mod window;
 
+use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
-use jiff::Timestamp;
 
 /// The instant of a local date and time in `tz`, the way the contract asks
 /// for wall-clock times: a time skipped by a DST jump resolves to the first
@@ -15,9 +15,9 @@ use jiff::Timestamp;
 pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
     let ambiguous = tz.to_ambiguous_timestamp(dt);
     match ambiguous.offset() {
-        AmbiguousOffset::Unambiguous { offset } => offset
-            .to_timestamp(dt)
-            .unwrap_or(Timestamp::MAX),
+        AmbiguousOffset::Unambiguous { offset } => {
+            offset.to_timestamp(dt).unwrap_or(Timestamp::MAX)
+        }
         AmbiguousOffset::Fold { before, .. } => before.to_timestamp(dt).unwrap_or(Timestamp::MAX),
         AmbiguousOffset::Gap { before, .. } => {
             // Read with the offset in force before the jump, the wall time

@@ -1,8 +1,8 @@
 //! Send windows: the days and local hours during which an email may go out.
 
+use jiff::Timestamp;
 use jiff::civil::Weekday;
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
 
 use super::at_local;
 
@@ -26,7 +26,12 @@ impl SendWindow {
             let i = DAY_NAMES
                 .iter()
                 .position(|n| *n == name || long_name(n) == name)
-                .ok_or_else(|| format!("unknown day `{d}`, expected one of {}", DAY_NAMES.join(", ")))?;
+                .ok_or_else(|| {
+                    format!(
+                        "unknown day `{d}`, expected one of {}",
+                        DAY_NAMES.join(", ")
+                    )
+                })?;
             allowed[i] = true;
         }
         if !allowed.iter().any(|d| *d) {
@@ -35,7 +40,9 @@ impl SendWindow {
         let (start, end) = match hours {
             None => ((0, 0), None),
             Some(h) => {
-                let bad = || format!("invalid hours `{h}`: expected `HH:MM-HH:MM`, such as `09:00-17:00`");
+                let bad = || {
+                    format!("invalid hours `{h}`: expected `HH:MM-HH:MM`, such as `09:00-17:00`")
+                };
                 let (a, b) = h.split_once('-').ok_or_else(bad)?;
                 let a = super::parse_hhmm(a).ok_or_else(bad)?;
                 let b = if b.trim() == "24:00" {
@@ -45,7 +52,9 @@ impl SendWindow {
                 };
                 if let Some(b) = b {
                     if b <= a {
-                        return Err(format!("invalid hours `{h}`: the end must be after the start"));
+                        return Err(format!(
+                            "invalid hours `{h}`: the end must be after the start"
+                        ));
                     }
                 }
                 (a, b)
@@ -112,7 +121,9 @@ mod tests {
     }
 
     fn weekdays() -> SendWindow {
-        let days: Vec<String> = ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec();
+        let days: Vec<String> = ["mon", "tue", "wed", "thu", "fri"]
+            .map(String::from)
+            .to_vec();
         SendWindow::parse(Some(&days), Some("09:00-17:00")).unwrap()
     }
 
@@ -120,17 +131,32 @@ mod tests {
     fn saturday_waits_for_monday_morning_in_the_recipients_zone() {
         let ny = TimeZone::get("America/New_York").unwrap();
         // Saturday 2026-01-10 12:00 New York.
-        assert_eq!(weekdays().next_open(ts("2026-01-10T17:00:00Z"), &ny), ts("2026-01-12T14:00:00Z"));
+        assert_eq!(
+            weekdays().next_open(ts("2026-01-10T17:00:00Z"), &ny),
+            ts("2026-01-12T14:00:00Z")
+        );
         let tokyo = TimeZone::get("Asia/Tokyo").unwrap();
-        assert_eq!(weekdays().next_open(ts("2026-01-10T17:00:00Z"), &tokyo), ts("2026-01-12T00:00:00Z"));
+        assert_eq!(
+            weekdays().next_open(ts("2026-01-10T17:00:00Z"), &tokyo),
+            ts("2026-01-12T00:00:00Z")
+        );
     }
 
     #[test]
     fn inside_stays_and_end_is_exclusive() {
         let utc = TimeZone::UTC;
-        assert_eq!(weekdays().next_open(ts("2026-01-12T10:00:00Z"), &utc), ts("2026-01-12T10:00:00Z"));
-        assert_eq!(weekdays().next_open(ts("2026-01-12T17:00:00Z"), &utc), ts("2026-01-13T09:00:00Z"));
-        assert_eq!(weekdays().next_open(ts("2026-01-16T17:00:00Z"), &utc), ts("2026-01-19T09:00:00Z"));
+        assert_eq!(
+            weekdays().next_open(ts("2026-01-12T10:00:00Z"), &utc),
+            ts("2026-01-12T10:00:00Z")
+        );
+        assert_eq!(
+            weekdays().next_open(ts("2026-01-12T17:00:00Z"), &utc),
+            ts("2026-01-13T09:00:00Z")
+        );
+        assert_eq!(
+            weekdays().next_open(ts("2026-01-16T17:00:00Z"), &utc),
+            ts("2026-01-19T09:00:00Z")
+        );
     }
 
     #[test]

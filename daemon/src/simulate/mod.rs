@@ -55,13 +55,21 @@ impl Summary {
             ));
         }
         if self.duplicates > 0 {
-            lines.push(format!("note: {} duplicate event id(s) ignored", self.duplicates));
+            lines.push(format!(
+                "note: {} duplicate event id(s) ignored",
+                self.duplicates
+            ));
         }
         for (msg, (count, account)) in self.problems.iter().take(50) {
-            lines.push(format!("warning: {msg} ({count} time(s), first for account {account})"));
+            lines.push(format!(
+                "warning: {msg} ({count} time(s), first for account {account})"
+            ));
         }
         if self.problems.len() > 50 {
-            lines.push(format!("warning: ... and {} more distinct problems", self.problems.len() - 50));
+            lines.push(format!(
+                "warning: ... and {} more distinct problems",
+                self.problems.len() - 50
+            ));
         }
         lines
     }
@@ -95,12 +103,24 @@ type Key = (Timestamp, String, String, usize, String, u64);
 /// Runs the dry run, writing JSON lines to `out`.
 pub fn run(config: Arc<Config>, opts: &Options, out: &mut dyn Write) -> Result<Summary, SimError> {
     if opts.to < opts.from {
-        return Err(SimError::Range { from: opts.from, to: opts.to });
+        return Err(SimError::Range {
+            from: opts.from,
+            to: opts.to,
+        });
     }
-    let public = config.http.public_url.clone().unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+    let public = config
+        .http
+        .public_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
     let engine = Engine::new(
         config.clone(),
-        Arc::new(move |addr: &str| format!("{public}/unsubscribe/{}", deliver::unsubscribe_token(b"touchpilot-dry-run", addr))),
+        Arc::new(move |addr: &str| {
+            format!(
+                "{public}/unsubscribe/{}",
+                deliver::unsubscribe_token(b"touchpilot-dry-run", addr)
+            )
+        }),
     );
     let mut summary = Summary::default();
 
@@ -108,7 +128,11 @@ pub fn run(config: Arc<Config>, opts: &Options, out: &mut dyn Write) -> Result<S
         .into_iter()
         .map(|a| AccountState::new(a, opts.from))
         .collect();
-    let index: HashMap<String, u32> = states.iter().enumerate().map(|(i, s)| (s.id().to_string(), i as u32)).collect();
+    let index: HashMap<String, u32> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id().to_string(), i as u32))
+        .collect();
     summary.accounts = states.len();
 
     let slots = match &opts.events {
@@ -117,22 +141,37 @@ pub fn run(config: Arc<Config>, opts: &Options, out: &mut dyn Write) -> Result<S
     };
     summary.events = slots.len();
     let file = match &opts.events {
-        Some(p) => Some(std::fs::File::open(p).map_err(|e| LineError { file: p.clone(), line: 0, message: e.to_string() })?),
+        Some(p) => Some(std::fs::File::open(p).map_err(|e| LineError {
+            file: p.clone(),
+            line: 0,
+            message: e.to_string(),
+        })?),
         None => None,
     };
     let read = |slot: &Slot| -> Result<Event, SimError> {
         let path = opts.events.as_deref().unwrap_or(Path::new(""));
         let mut buf = vec![0u8; slot.len as usize];
-        file.as_ref().expect("slots imply a file").read_exact_at(&mut buf, slot.offset).map_err(|e| LineError {
-            file: path.to_path_buf(),
-            line: slot.line as usize,
-            message: format!("cannot re-read: {e}"),
-        })?;
+        file.as_ref()
+            .expect("slots imply a file")
+            .read_exact_at(&mut buf, slot.offset)
+            .map_err(|e| LineError {
+                file: path.to_path_buf(),
+                line: slot.line as usize,
+                message: format!("cannot re-read: {e}"),
+            })?;
         let line = String::from_utf8_lossy(&buf);
         Ok(jsonl::parse_event(path, slot.line as usize, &line)?)
     };
 
-    let mut sim = Sim { engine: &engine, summary: &mut summary, pending: BTreeMap::new(), seq: 0, ledger: CapLedger::default(), opts, written: 0 };
+    let mut sim = Sim {
+        engine: &engine,
+        summary: &mut summary,
+        pending: BTreeMap::new(),
+        seq: 0,
+        ledger: CapLedger::default(),
+        opts,
+        written: 0,
+    };
     let mut decisions = Vec::new();
 
     // Accounts present at the start enter silently; history before --from
@@ -171,7 +210,11 @@ pub fn run(config: Arc<Config>, opts: &Options, out: &mut dyn Write) -> Result<S
         let event = slots.get(next_event);
         let (t, account, is_event) = match (event, timer) {
             (Some(e), Some((tt, ti))) => {
-                if e.at <= tt { (e.at, e.account, true) } else { (tt, ti, false) }
+                if e.at <= tt {
+                    (e.at, e.account, true)
+                } else {
+                    (tt, ti, false)
+                }
             }
             (Some(e), None) => (e.at, e.account, true),
             (None, Some((tt, ti))) => (tt, ti, false),
@@ -232,12 +275,23 @@ impl Sim<'_> {
                             continue;
                         }
                         self.seq += 1;
-                        let key = (a.at, a.account.clone(), a.moment.clone(), a.position, a.recipient().to_string(), self.seq);
+                        let key = (
+                            a.at,
+                            a.account.clone(),
+                            a.moment.clone(),
+                            a.position,
+                            a.recipient().to_string(),
+                            self.seq,
+                        );
                         self.pending.insert(key, a);
                     }
                 }
                 Decision::Problem { message, .. } => {
-                    let e = self.summary.problems.entry(message).or_insert((0, account.to_string()));
+                    let e = self
+                        .summary
+                        .problems
+                        .entry(message)
+                        .or_insert((0, account.to_string()));
                     e.0 += 1;
                 }
                 _ => {}
@@ -247,7 +301,13 @@ impl Sim<'_> {
 
     /// Sends (prints) every pending action due before `limit` (or at it,
     /// when `inclusive`), in output order, deciding consent and caps then.
-    fn flush(&mut self, limit: Timestamp, inclusive: bool, states: &[AccountState], out: &mut dyn Write) -> Result<(), SimError> {
+    fn flush(
+        &mut self,
+        limit: Timestamp,
+        inclusive: bool,
+        states: &[AccountState],
+        out: &mut dyn Write,
+    ) -> Result<(), SimError> {
         let no_global_list = |_: &str| false;
         while let Some(entry) = self.pending.first_entry() {
             let at = entry.key().0;
@@ -260,7 +320,13 @@ impl Sim<'_> {
                 .find(|s| s.id() == action.account)
                 .map(|s| &s.account);
             let verdict = match account {
-                Some(acc) => deliver::verdict(&action, acc, self.engine.config.cap.as_ref(), &mut self.ledger, &no_global_list),
+                Some(acc) => deliver::verdict(
+                    &action,
+                    acc,
+                    self.engine.config.cap.as_ref(),
+                    &mut self.ledger,
+                    &no_global_list,
+                ),
                 None => None,
             };
             output::write(out, &action, verdict)?;
@@ -271,18 +337,30 @@ impl Sim<'_> {
 }
 
 /// Reads and checks every event line, returning the ones to run, sorted.
-fn index_events(path: &Path, from: Timestamp, accounts: &HashMap<String, u32>, summary: &mut Summary) -> Result<Vec<Slot>, SimError> {
+fn index_events(
+    path: &Path,
+    from: Timestamp,
+    accounts: &HashMap<String, u32>,
+    summary: &mut Summary,
+) -> Result<Vec<Slot>, SimError> {
     let mut slots = Vec::new();
     let mut ids: HashSet<String> = HashSet::new();
     let mut offset = 0u64;
     let mut line_no = 0u32;
-    let text_file = std::fs::File::open(path).map_err(|e| LineError { file: path.to_path_buf(), line: 0, message: format!("cannot open: {e}") })?;
+    let text_file = std::fs::File::open(path).map_err(|e| LineError {
+        file: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot open: {e}"),
+    })?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, text_file);
     let mut buf = String::new();
     loop {
         buf.clear();
-        let n = std::io::BufRead::read_line(&mut reader, &mut buf)
-            .map_err(|e| LineError { file: path.to_path_buf(), line: line_no as usize + 1, message: e.to_string() })?;
+        let n = std::io::BufRead::read_line(&mut reader, &mut buf).map_err(|e| LineError {
+            file: path.to_path_buf(),
+            line: line_no as usize + 1,
+            message: e.to_string(),
+        })?;
         if n == 0 {
             break;
         }
@@ -307,7 +385,13 @@ fn index_events(path: &Path, from: Timestamp, accounts: &HashMap<String, u32>, s
             }
             continue;
         };
-        slots.push(Slot { at: ev.at.unwrap_or(from), line: line_no, offset: start, len: n as u32, account });
+        slots.push(Slot {
+            at: ev.at.unwrap_or(from),
+            line: line_no,
+            offset: start,
+            len: n as u32,
+            account,
+        });
     }
     // Stable by time, then file order: ties keep the order they were written.
     if !slots.windows(2).all(|w| w[0].at <= w[1].at) {

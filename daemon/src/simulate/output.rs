@@ -34,11 +34,21 @@ struct Record<'a> {
     error: Option<String>,
 }
 
-pub fn write(out: &mut dyn Write, a: &PlannedAction, suppressed: Option<Suppression>) -> std::io::Result<()> {
+pub fn write(
+    out: &mut dyn Write,
+    a: &PlannedAction,
+    suppressed: Option<Suppression>,
+) -> std::io::Result<()> {
     let (kind, to, endpoint, connector, action) = match &a.target {
         Target::Email { to, .. } => ("email", Some(to.as_str()), None, None, None),
         Target::Webhook { endpoint } => ("webhook", None, Some(endpoint.as_str()), None, None),
-        Target::Connector { name, action } => ("connector", None, None, Some(name.as_str()), Some(action.as_str())),
+        Target::Connector { name, action } => (
+            "connector",
+            None,
+            None,
+            Some(name.as_str()),
+            Some(action.as_str()),
+        ),
     };
     let (status, reason, error) = match (&a.content, suppressed) {
         (Err(e), _) => ("failed", Some("template"), Some(e.to_string())),

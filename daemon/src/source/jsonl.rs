@@ -18,11 +18,18 @@ pub struct LineError {
 }
 
 fn line_error(file: &Path, line: usize, message: impl Into<String>) -> LineError {
-    LineError { file: file.to_path_buf(), line, message: message.into() }
+    LineError {
+        file: file.to_path_buf(),
+        line,
+        message: message.into(),
+    }
 }
 
 /// Calls `f` with each non-blank line and its 1-based number.
-pub fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<(), LineError>) -> Result<(), LineError> {
+pub fn for_each_line(
+    path: &Path,
+    mut f: impl FnMut(usize, &str) -> Result<(), LineError>,
+) -> Result<(), LineError> {
     let file = File::open(path).map_err(|e| line_error(path, 0, format!("cannot open: {e}")))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = String::new();
@@ -45,15 +52,15 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<(), L
 
 /// Parses one account line.
 pub fn parse_account(path: &Path, n: usize, line: &str) -> Result<Account, LineError> {
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| line_error(path, n, format!("invalid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| line_error(path, n, format!("invalid JSON: {e}")))?;
     Account::from_json(v).map_err(|m| line_error(path, n, m))
 }
 
 /// Parses one event line.
 pub fn parse_event(path: &Path, n: usize, line: &str) -> Result<Event, LineError> {
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| line_error(path, n, format!("invalid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| line_error(path, n, format!("invalid JSON: {e}")))?;
     Event::from_json(&v).map_err(|m| line_error(path, n, m))
 }
 
@@ -64,7 +71,11 @@ pub fn read_accounts(path: &Path) -> Result<Vec<Account>, LineError> {
     for_each_line(path, |n, line| {
         let a = parse_account(path, n, line)?;
         if let Some(first) = seen.insert(a.id().to_string(), n) {
-            return Err(line_error(path, n, format!("duplicate account id `{}` (first on line {first})", a.id())));
+            return Err(line_error(
+                path,
+                n,
+                format!("duplicate account id `{}` (first on line {first})", a.id()),
+            ));
         }
         out.push(a);
         Ok(())

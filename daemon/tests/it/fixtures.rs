@@ -26,8 +26,12 @@ fn check_simulate(dir: &Path) -> Result<(), String> {
     let events = dir.join("events.jsonl");
     let sim = touchpilot::commands::SimulateArgs {
         config: dir.join("touchpilot.yaml"),
-        from: arg(&args, "--from").parse().map_err(|e| format!("--from: {e}"))?,
-        to: arg(&args, "--to").parse().map_err(|e| format!("--to: {e}"))?,
+        from: arg(&args, "--from")
+            .parse()
+            .map_err(|e| format!("--from: {e}"))?,
+        to: arg(&args, "--to")
+            .parse()
+            .map_err(|e| format!("--to: {e}"))?,
         accounts: Some(dir.join("accounts.jsonl")),
         events: events.exists().then_some(events),
     };
@@ -44,7 +48,10 @@ fn check_simulate(dir: &Path) -> Result<(), String> {
     }
     let expected = std::fs::read_to_string(dir.join("expected.jsonl")).unwrap_or_default();
     let parse = |s: &str| -> Vec<Value> {
-        s.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+        s.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
     };
     let (g, e) = (parse(&got), parse(&expected));
     if g == e {
@@ -72,21 +79,34 @@ fn every_simulate_fixture_matches_its_expected_output() {
     assert!(all.len() > 40, "fixtures missing");
     for dir in &all {
         if let Err(e) = check_simulate(dir) {
-            failures.push(format!("{}:\n{e}", dir.file_name().unwrap().to_string_lossy()));
+            failures.push(format!(
+                "{}:\n{e}",
+                dir.file_name().unwrap().to_string_lossy()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }
 
 /// Runs one validate fixture: every expected problem is reported at its
 /// place with its words, and the exit code says whether any was expected.
 fn check_validate(dir: &Path) -> Result<(), String> {
-    let expected = std::fs::read_to_string(dir.join("expected.txt")).map_err(|e| format!("expected.txt: {e}"))?;
+    let expected = std::fs::read_to_string(dir.join("expected.txt"))
+        .map_err(|e| format!("expected.txt: {e}"))?;
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = touchpilot::commands::validate(&dir.join("touchpilot.yaml"), &mut out, &mut err);
     let printed = String::from_utf8_lossy(&out).to_string();
     let prefix = format!("{}/", dir.display());
-    let lines: Vec<String> = printed.lines().map(|l| l.strip_prefix(&prefix).unwrap_or(l).to_string()).collect();
+    let lines: Vec<String> = printed
+        .lines()
+        .map(|l| l.strip_prefix(&prefix).unwrap_or(l).to_string())
+        .collect();
     let wanted: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
     let want_code = if wanted.is_empty() { 0 } else { 1 };
     let mut problems = Vec::new();
@@ -100,7 +120,11 @@ fn check_validate(dir: &Path) -> Result<(), String> {
             (None, r.trim())
         } else {
             let mut parts = rest.splitn(3, ':');
-            let (l, c, n) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
+            let (l, c, n) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap_or(""),
+            );
             (Some(format!("{file}:{l}:{c}:")), n.trim())
         };
         let found = lines.iter().any(|line| {
@@ -117,7 +141,11 @@ fn check_validate(dir: &Path) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}\n  printed:\n    {}", problems.join("\n  "), lines.join("\n    ")))
+        Err(format!(
+            "{}\n  printed:\n    {}",
+            problems.join("\n  "),
+            lines.join("\n    ")
+        ))
     }
 }
 
@@ -128,8 +156,17 @@ fn every_validate_fixture_reports_its_problems_where_they_are() {
     assert!(all.len() > 10, "fixtures missing");
     for dir in &all {
         if let Err(e) = check_validate(dir) {
-            failures.push(format!("{}:\n  {e}", dir.file_name().unwrap().to_string_lossy()));
+            failures.push(format!(
+                "{}:\n  {e}",
+                dir.file_name().unwrap().to_string_lossy()
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 /// The repository's top-level folder.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("daemon/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("daemon/ has a parent")
+        .to_path_buf()
 }
 
 /// The `touchpilot` binary built for this test run.

@@ -189,8 +189,16 @@ impl AccountFactory {
             seed,
             period,
             offsets,
-            zone_weights: ZONES.iter().enumerate().map(|(i, z)| (i, z.weight)).collect(),
-            industry_weights: words::INDUSTRIES.iter().enumerate().map(|(i, x)| (i, x.weight)).collect(),
+            zone_weights: ZONES
+                .iter()
+                .enumerate()
+                .map(|(i, z)| (i, z.weight))
+                .collect(),
+            industry_weights: words::INDUSTRIES
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (i, x.weight))
+                .collect(),
             domains: HashSet::new(),
         }
     }
@@ -204,11 +212,11 @@ impl AccountFactory {
         let (name, domain) = self.company(&mut rng, zone, industry);
 
         // Most customers signed in the 18 months before the period, more of
-        // them recently (the vendor grows); about 8% sign during it and are
-        // onboarded in the dry run.
+        // them recently (the vendor grows); about 10% sign during it and
+        // are onboarded in the dry run.
         let offset = self.offsets[zone_ix];
         let from = self.period.from;
-        let signed_day = if rng.chance(0.08) {
+        let signed_day = if rng.chance(0.10) {
             from + rng.below(u64::from(self.period.days.saturating_sub(1).max(1))) as i64 * DAY
         } else {
             from - (rng.unit().powf(0.8) * 548.0) as i64 * DAY - DAY
@@ -219,7 +227,7 @@ impl AccountFactory {
         // The vendor is moving upmarket: recent signings have a fatter tail,
         // which also puts high- and low-touch onboardings in the dry run.
         let recent = signed_at >= from - 90 * DAY;
-        let mrr = draw_mrr(&mut rng, if recent { 0.45 } else { 0.65 });
+        let mrr = draw_mrr(&mut rng, if recent { 0.42 } else { 0.65 });
         let growth = if mrr >= 1000 {
             *rng.weighted(&[(Level::High, 18), (Level::Medium, 52), (Level::Low, 30)])
         } else {
@@ -284,10 +292,19 @@ impl AccountFactory {
     }
 
     /// "Northwind Logistics GmbH" and `northwind-logistics.example`.
-    fn company(&mut self, rng: &mut Rng, zone: &words::Zone, industry: &words::Industry) -> (String, String) {
+    fn company(
+        &mut self,
+        rng: &mut Rng,
+        zone: &words::Zone,
+        industry: &words::Industry,
+    ) -> (String, String) {
         let mut attempt = 0;
         loop {
-            let brand = format!("{}{}", rng.pick(words::BRAND_HEADS), rng.pick(words::BRAND_TAILS));
+            let brand = format!(
+                "{}{}",
+                rng.pick(words::BRAND_HEADS),
+                rng.pick(words::BRAND_TAILS)
+            );
             let noun = rng.pick(industry.nouns);
             let suffix = rng.pick(zone.suffixes);
             let name = if suffix.is_empty() {
@@ -318,7 +335,7 @@ impl AccountFactory {
 }
 
 /// Truncated Pareto on [50, 60000]. With shape 0.65, 83% of accounts are
-/// under 800 and 5% at 5,000 or more; with 0.45, 71% and 12%.
+/// under 800 and 5% at 5,000 or more; with 0.42, 69% and 14%.
 fn draw_mrr(rng: &mut Rng, shape: f64) -> u32 {
     let (low, high) = (50.0_f64, 60_000.0_f64);
     let u = rng.unit();
@@ -344,7 +361,11 @@ fn draw_usage(rng: &mut Rng, mrr: u32, growth: Level, signed_at: i64, from: i64)
         users,
         daily_growth,
         ramp_days: if new { rng.between(15.0, 60.0) } else { 0.0 },
-        plateau: if new && rng.chance(0.18) { rng.between(0.25, 0.55) } else { 1.0 },
+        plateau: if new && rng.chance(0.18) {
+            rng.between(0.25, 0.55)
+        } else {
+            1.0
+        },
         drop: None,
     }
 }
@@ -387,10 +408,16 @@ fn next_anniversary(signed_at: i64, zone: &str, after: i64) -> i64 {
         }
         return at;
     };
-    let signed = jiff::Timestamp::from_second(signed_at).expect("in range").to_zoned(tz);
+    let signed = jiff::Timestamp::from_second(signed_at)
+        .expect("in range")
+        .to_zoned(tz);
     let mut years = 1;
     loop {
-        let at = signed.checked_add(years.years()).expect("in range").timestamp().as_second();
+        let at = signed
+            .checked_add(years.years())
+            .expect("in range")
+            .timestamp()
+            .as_second();
         if at > after {
             return at;
         }
@@ -446,9 +473,16 @@ impl Account {
         let mut names = [(0, 0); 6];
         for slot in 0..usize::from(self.contacts) {
             // A sponsor's identity changes with each replacement.
-            let generation = if slot == usize::from(SPONSOR_SLOT) { u64::from(self.sponsor_gen) } else { 0 };
+            let generation = if slot == usize::from(SPONSOR_SLOT) {
+                u64::from(self.sponsor_gen)
+            } else {
+                0
+            };
             let mut rng = Rng::stream(self.seed, stream::CONTACT, slot as u64 | generation << 8);
-            let mut name = (rng.below(words::FIRST_NAMES.len() as u64) as usize, rng.below(words::LAST_NAMES.len() as u64) as usize);
+            let mut name = (
+                rng.below(words::FIRST_NAMES.len() as u64) as usize,
+                rng.below(words::LAST_NAMES.len() as u64) as usize,
+            );
             while names[..slot].contains(&name) {
                 name.1 = (name.1 + 1) % words::LAST_NAMES.len();
             }
@@ -464,11 +498,23 @@ impl Account {
     fn contact_with(&self, slot: u8, names: &[(usize, usize); 6]) -> Contact {
         let (first, last) = names[usize::from(slot)];
         let (first, last) = (words::FIRST_NAMES[first], words::LAST_NAMES[last]);
-        let generation = if slot == SPONSOR_SLOT { u64::from(self.sponsor_gen) } else { 0 };
-        let mut rng = Rng::stream(self.seed, stream::CONTACT, u64::from(slot) | generation << 8 | 1 << 16);
+        let generation = if slot == SPONSOR_SLOT {
+            u64::from(self.sponsor_gen)
+        } else {
+            0
+        };
+        let mut rng = Rng::stream(
+            self.seed,
+            stream::CONTACT,
+            u64::from(slot) | generation << 8 | 1 << 16,
+        );
         // One contact in five works from another time zone than the
         // company's (a remote admin, a sponsor at headquarters).
-        let timezone = if rng.chance(0.2) { Some(rng.pick(ZONES).name) } else { None };
+        let timezone = if rng.chance(0.2) {
+            Some(rng.pick(ZONES).name)
+        } else {
+            None
+        };
         Contact {
             name: format!("{first} {last}"),
             email: format!("{}.{}@{}", fold(first), fold(last), self.domain),
@@ -489,7 +535,11 @@ impl Account {
 
     /// The sponsor's title, fixed per sponsor.
     pub fn sponsor_title(&self) -> &'static str {
-        let mut rng = Rng::stream(self.seed, stream::CONTACT, u64::from(self.sponsor_gen) << 8 | 2 << 16);
+        let mut rng = Rng::stream(
+            self.seed,
+            stream::CONTACT,
+            u64::from(self.sponsor_gen) << 8 | 2 << 16,
+        );
         *rng.pick(words::SPONSOR_TITLES)
     }
 
@@ -497,7 +547,11 @@ impl Account {
     pub fn active_users(&self, t: i64, noise: f64) -> i64 {
         let u = &self.usage;
         let age = (t - self.signed_at) as f64 / DAY as f64;
-        let ramp = if u.ramp_days > 0.0 { (0.15 + age / u.ramp_days).min(1.0) } else { 1.0 };
+        let ramp = if u.ramp_days > 0.0 {
+            (0.15 + age / u.ramp_days).min(1.0)
+        } else {
+            1.0
+        };
         let trend = (u.daily_growth * (t - self.samples_from.min(t)) as f64 / DAY as f64).exp();
         let drop = match u.drop {
             Some(d) if t >= d.start => {
@@ -520,7 +574,9 @@ impl Account {
             for slot in 0..self.contacts {
                 let c = self.contact_with(slot, &names);
                 arr.obj(|o| {
-                    o.str("name", &c.name).str("email", &c.email).str("role", c.role);
+                    o.str("name", &c.name)
+                        .str("email", &c.email)
+                        .str("role", c.role);
                     if let Some(tz) = c.timezone {
                         o.str("timezone", tz);
                     }
@@ -534,18 +590,24 @@ impl Account {
 
     pub fn write_owner(&self, obj: &mut Obj<'_>) {
         obj.obj("owner", |o| {
-            o.str("name", self.owner.name).str("email", self.owner.email).str("timezone", self.owner.timezone);
+            o.str("name", self.owner.name)
+                .str("email", self.owner.email)
+                .str("timezone", self.owner.timezone);
         });
     }
 
     /// The account as one JSON line (without the newline).
     pub fn write_json(&self, buf: &mut Vec<u8>) {
         let mut o = Obj::new(buf);
-        o.str("id", &self.id()).str("name", &self.name).int("mrr", i64::from(self.mrr));
+        o.str("id", &self.id())
+            .str("name", &self.name)
+            .int("mrr", i64::from(self.mrr));
         if self.with_arr {
             o.int("arr", i64::from(self.mrr) * 12);
         }
-        o.str("timezone", self.zone.name).time("signed_at", self.signed_at).time("renewal_at", self.renewal_at);
+        o.str("timezone", self.zone.name)
+            .time("signed_at", self.signed_at)
+            .time("renewal_at", self.renewal_at);
         self.write_owner(&mut o);
         o.obj("attributes", |a| {
             a.str("industry", self.industry)

@@ -12,7 +12,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::io::{self, Write};
 
-use crate::accounts::{Account, DAY, Drop, HOUR, Level, SPONSOR_SLOT, Tier, local_business_time, pick_owner, plan, plan_rank, stream};
+use crate::accounts::{
+    Account, DAY, Drop, HOUR, Level, SPONSOR_SLOT, Tier, local_business_time, pick_owner, plan,
+    plan_rank, stream,
+};
 use crate::json::Obj;
 use crate::rng::{Rng, derive};
 use crate::words;
@@ -41,17 +44,27 @@ enum Step {
 /// the account's state at that time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Planned {
-    Metric { sample: u32 },
+    Metric {
+        sample: u32,
+    },
     Onboarding(Step),
-    Mrr { to: u32 },
-    Renewal { to: i64 },
-    Unsubscribe { slot: u8 },
+    Mrr {
+        to: u32,
+    },
+    Renewal {
+        to: i64,
+    },
+    Unsubscribe {
+        slot: u8,
+    },
     Risk(Level),
     /// `account.updated` replacing the sponsor in `contacts`; the
     /// `sponsor.changed` event follows minutes later.
     NewSponsor,
     SponsorAnnounced,
-    Release { release: u8 },
+    Release {
+        release: u8,
+    },
 }
 
 /// Min-heap by time, then by planning order (so ties keep it).
@@ -112,8 +125,10 @@ fn plan_updates(p: &mut Planner<'_>, accounts: &[Account]) {
     let (from, end) = (s.from, s.end());
     let mut rng = Rng::stream(s.seed, purpose::UPDATES, 0);
     let n = accounts.len();
-    // One change of each kind per account at most, so a planned change
-    // never meets another one's state.
+    // One change of each kind per account at most: a new MRR is computed
+    // from the MRR at planning time, which must still hold when it is
+    // emitted. Changes of different kinds touch different fields, or
+    // (sponsor, unsubscribe) render the contacts from the state at emission.
     let mut touched: HashSet<(u32, u8)> = HashSet::new();
     let mut pick = |rng: &mut Rng, kind: u8, ok: &dyn Fn(&Account) -> bool| -> Option<usize> {
         for _ in 0..64 {
@@ -136,11 +151,17 @@ fn plan_updates(p: &mut Planner<'_>, accounts: &[Account]) {
             a.growth != Level::High
                 && matches!(a.mrr, 600..1000 | 1000..1500 | 3000..5000 | 5000..8000)
         };
-        let Some(i) = pick(&mut rng, 0, &|a| !crossing || band(a)) else { continue };
+        let Some(i) = pick(&mut rng, 0, &|a| !crossing || band(a)) else {
+            continue;
+        };
         let a = &accounts[i];
         let to = match a.mrr {
             _ if !crossing || !band(a) => {
-                let factor = if rng.chance(0.6) { rng.between(1.05, 1.3) } else { rng.between(0.75, 0.95) };
+                let factor = if rng.chance(0.6) {
+                    rng.between(1.05, 1.3)
+                } else {
+                    rng.between(0.75, 0.95)
+                };
                 (f64::from(a.mrr) * factor / 10.0).round() as u32 * 10
             }
             600..1000 => rng.int(105, 180) as u32 * 10,
@@ -158,14 +179,21 @@ fn plan_updates(p: &mut Planner<'_>, accounts: &[Account]) {
     // contract moving the date by a month or three.
     let count = s.rate(n, 0.015).min(s.share(0.005));
     for _ in 0..count {
-        let Some(i) = pick(&mut rng, 1, &|a| a.renewal_at < end + 180 * DAY) else { continue };
+        let Some(i) = pick(&mut rng, 1, &|a| a.renewal_at < end + 180 * DAY) else {
+            continue;
+        };
         let a = &accounts[i];
         let to = if rng.chance(0.5) {
             a.renewal_at + 365 * DAY
         } else {
             a.renewal_at + rng.int(-60, 90) * DAY
         };
-        let at = business_between(&mut rng, a, from.max(a.renewal_at - 150 * DAY), end.min(a.renewal_at - 20 * DAY));
+        let at = business_between(
+            &mut rng,
+            a,
+            from.max(a.renewal_at - 150 * DAY),
+            end.min(a.renewal_at - 20 * DAY),
+        );
         if p.in_period(at, a) && to > at {
             p.push(at, a.index, Planned::Renewal { to });
         }
@@ -175,7 +203,9 @@ fn plan_updates(p: &mut Planner<'_>, accounts: &[Account]) {
     // JSON merge patch replaces arrays.
     let count = s.rate(n, 0.02).min(s.share(0.005));
     for _ in 0..count {
-        let Some(i) = pick(&mut rng, 2, &|a| a.contacts >= 2) else { continue };
+        let Some(i) = pick(&mut rng, 2, &|a| a.contacts >= 2) else {
+            continue;
+        };
         let a = &accounts[i];
         let slot = rng.below(u64::from(a.contacts)) as u8;
         let at = business_between(&mut rng, a, from, end);
@@ -188,7 +218,9 @@ fn plan_updates(p: &mut Planner<'_>, accounts: &[Account]) {
     let with_sponsor = accounts.iter().filter(|a| a.has_sponsor()).count();
     let count = s.rate(with_sponsor, 0.12).min(s.share(0.005));
     for _ in 0..count {
-        let Some(i) = pick(&mut rng, 3, &|a| a.has_sponsor()) else { continue };
+        let Some(i) = pick(&mut rng, 3, &|a| a.has_sponsor()) else {
+            continue;
+        };
         let a = &accounts[i];
         let at = business_between(&mut rng, a, from, end);
         let announced = at + rng.int(5 * 60, 2 * HOUR);
@@ -202,7 +234,9 @@ fn plan_updates(p: &mut Planner<'_>, accounts: &[Account]) {
     // later, so these are independent of them.
     let count = s.rate(n, 0.03).min(s.share(0.01));
     for _ in 0..count {
-        let Some(i) = pick(&mut rng, 4, &|_| true) else { continue };
+        let Some(i) = pick(&mut rng, 4, &|_| true) else {
+            continue;
+        };
         let a = &accounts[i];
         let to = match a.risk {
             Level::High => Level::Medium,
@@ -225,7 +259,8 @@ fn plan_releases(p: &mut Planner<'_>, accounts: &[Account]) {
     let per_release = s.share(0.06) / u64::from(releases);
     let mut rng = Rng::stream(s.seed, purpose::RELEASES, 0);
     for r in 0..releases {
-        let day = s.from + ((f64::from(r) + 0.5) * f64::from(s.days) / f64::from(releases)) as i64 * DAY;
+        let day =
+            s.from + ((f64::from(r) + 0.5) * f64::from(s.days) / f64::from(releases)) as i64 * DAY;
         let at = day - day.rem_euclid(DAY) + 16 * HOUR;
         let min_plan = words::RELEASES[r as usize].2;
         let gets = |a: &&Account| a.signed_at < at && plan_rank(a.mrr) >= min_plan;
@@ -260,7 +295,12 @@ fn plan_onboarding(p: &mut Planner<'_>, accounts: &[Account]) {
             continue;
         }
         let mut rng = Rng::stream(s.seed, purpose::ONBOARDING, u64::from(a.index));
-        let after = |rng: &mut Rng, never: f64, late: f64, on_time: (f64, f64), late_by: (f64, f64)| -> Option<f64> {
+        let after = |rng: &mut Rng,
+                     never: f64,
+                     late: f64,
+                     on_time: (f64, f64),
+                     late_by: (f64, f64)|
+         -> Option<f64> {
             let r = rng.unit();
             if r < never {
                 None
@@ -273,14 +313,32 @@ fn plan_onboarding(p: &mut Planner<'_>, accounts: &[Account]) {
         steps.clear();
         let guided = a.tier() != Tier::Tech;
         if guided {
-            steps.push((after(&mut rng, 0.05, 0.15, (2.0, 9.0), (12.0, 28.0)), Step::Kickoff));
+            steps.push((
+                after(&mut rng, 0.05, 0.25, (2.0, 9.0), (15.0, 30.0)),
+                Step::Kickoff,
+            ));
         }
-        steps.push((after(&mut rng, 0.03, 0.08, (0.1, 3.0), (8.0, 20.0)), Step::FirstLogin));
-        steps.push((after(&mut rng, 0.0, 0.0, (1.0, 25.0), (0.0, 0.0)), Step::Login));
-        steps.push((after(&mut rng, 0.0, 0.0, (3.0, 30.0), (0.0, 0.0)), Step::Login));
-        steps.push((after(&mut rng, 0.10, 0.20, (5.0, 25.0), (32.0, 50.0)), Step::Training));
+        steps.push((
+            after(&mut rng, 0.04, 0.12, (0.1, 3.0), (8.0, 20.0)),
+            Step::FirstLogin,
+        ));
+        steps.push((
+            after(&mut rng, 0.0, 0.0, (1.0, 25.0), (0.0, 0.0)),
+            Step::Login,
+        ));
+        steps.push((
+            after(&mut rng, 0.0, 0.0, (3.0, 30.0), (0.0, 0.0)),
+            Step::Login,
+        ));
+        steps.push((
+            after(&mut rng, 0.10, 0.25, (5.0, 20.0), (32.0, 50.0)),
+            Step::Training,
+        ));
         if guided {
-            steps.push((after(&mut rng, 0.10, 0.20, (20.0, 40.0), (50.0, 70.0)), Step::Review));
+            steps.push((
+                after(&mut rng, 0.10, 0.25, (20.0, 40.0), (50.0, 70.0)),
+                Step::Review,
+            ));
         }
         let mut timed: Vec<(i64, Step)> = steps
             .iter()
@@ -306,19 +364,30 @@ fn plan_onboarding(p: &mut Planner<'_>, accounts: &[Account]) {
     }
 }
 
-/// Metric samples (`active_users`), most of them nightly syncs spaced
-/// evenly per account, more often for bigger accounts; then the usage
+/// Metric samples (`active_users`) from a nightly sync, spaced evenly per
+/// account, more of them for bigger and newer accounts; then the usage
 /// drops, among accounts sampled often enough to show one.
 fn plan_metrics(p: &mut Planner<'_>, accounts: &mut [Account]) {
     let s = p.settings;
     let budget = s.share(0.3).min(s.events.saturating_sub(p.planned()));
     let (from, end) = (s.from, s.end());
-    let spans: Vec<i64> = accounts.iter().map(|a| (end - from.max(a.signed_at + 2 * DAY)).max(0)).collect();
+    let spans: Vec<i64> = accounts
+        .iter()
+        .map(|a| (end - from.max(a.signed_at + 2 * DAY)).max(0))
+        .collect();
     // New customers are watched closely: three times the samples.
     let weights: Vec<f64> = accounts
         .iter()
         .zip(&spans)
-        .map(|(a, &span)| a.activity * span as f64 * if a.signed_at >= from - 120 * DAY { 3.0 } else { 1.0 })
+        .map(|(a, &span)| {
+            a.activity
+                * span as f64
+                * if a.signed_at >= from - 120 * DAY {
+                    3.0
+                } else {
+                    1.0
+                }
+        })
         .collect();
     let total: f64 = weights.iter().sum();
     if total <= 0.0 || budget == 0 {
@@ -331,7 +400,11 @@ fn plan_metrics(p: &mut Planner<'_>, accounts: &mut [Account]) {
     let mut rng = Rng::stream(s.seed, purpose::METRICS, 0);
     for (i, a) in accounts.iter_mut().enumerate() {
         cumulative += weights[i];
-        let upto = if i + 1 == weights.len() { budget } else { (budget as f64 * cumulative / total).round() as u64 };
+        let upto = if i + 1 == weights.len() {
+            budget
+        } else {
+            (budget as f64 * cumulative / total).round() as u64
+        };
         let count = (upto - given).min((spans[i] / (2 * DAY)) as u64);
         given = upto;
         a.samples = count as u32;
@@ -339,13 +412,13 @@ fn plan_metrics(p: &mut Planner<'_>, accounts: &mut [Account]) {
         if count > 0 {
             p.push(sample_time(s, a, 0), a.index, Planned::Metric { sample: 0 });
         }
-        // About 7% of the accounts sampled at least four times lose a
+        // About 9% of the accounts sampled at least four times lose a
         // large share of their users at some point (more often among risky
         // ones).
         let p_drop = match a.risk {
-            Level::High => 0.15,
-            Level::Medium => 0.07,
-            Level::Low => 0.04,
+            Level::High => 0.18,
+            Level::Medium => 0.10,
+            Level::Low => 0.06,
         };
         // Accounts of a handful of users are left out: one person on leave
         // is not the churn signal a usage-drop moment looks for.
@@ -396,8 +469,16 @@ impl Totals {
     }
 }
 
-pub fn generate(settings: &Settings, accounts: &mut [Account], out: &mut impl Write) -> io::Result<Totals> {
-    let mut planner = Planner { settings, queue: BinaryHeap::new(), order: 0 };
+pub fn generate(
+    settings: &Settings,
+    accounts: &mut [Account],
+    out: &mut impl Write,
+) -> io::Result<Totals> {
+    let mut planner = Planner {
+        settings,
+        queue: BinaryHeap::new(),
+        order: 0,
+    };
     if !accounts.is_empty() && settings.events > 0 {
         plan_updates(&mut planner, accounts);
         plan_releases(&mut planner, accounts);
@@ -406,7 +487,8 @@ pub fn generate(settings: &Settings, accounts: &mut [Account], out: &mut impl Wr
     }
     let planned_metrics: u64 = accounts.iter().map(|a| u64::from(a.samples)).sum();
     // The queue holds one pending sample per account, not all of them.
-    let structured = planner.planned() + planned_metrics - accounts.iter().filter(|a| a.samples > 0).count() as u64;
+    let structured = planner.planned() + planned_metrics
+        - accounts.iter().filter(|a| a.samples > 0).count() as u64;
     let everyday = settings.events.saturating_sub(structured);
     let quotas = day_quotas(settings, everyday);
 
@@ -421,7 +503,10 @@ pub fn generate(settings: &Settings, accounts: &mut [Account], out: &mut impl Wr
 
     let mut rng = Rng::stream(settings.seed, purpose::EVERYDAY, 0);
     let mut emit = Rng::stream(settings.seed, purpose::EMIT, 0);
-    let mut totals = Totals { by_kind: Vec::new(), written: 0 };
+    let mut totals = Totals {
+        by_kind: Vec::new(),
+        written: 0,
+    };
     let mut lines: Vec<Line> = Vec::new();
     let mut order = 0u64;
     let width = settings.events.to_string().len().max(7);
@@ -437,13 +522,25 @@ pub fn generate(settings: &Settings, accounts: &mut [Account], out: &mut impl Wr
             planner.queue.pop();
             let a = &mut accounts[account as usize - 1];
             let (kind, data) = emit_planned(settings, a, at, what, &mut emit, &mut planner);
-            lines.push(Line { at, order, account, kind, data });
+            lines.push(Line {
+                at,
+                order,
+                account,
+                kind,
+                data,
+            });
             order += 1;
         }
         for _ in 0..quota {
             let (at, a) = everyday_slot(&mut rng, accounts, &cumulative, earliest, start);
             let (kind, data) = everyday_event(&mut rng, a, at);
-            lines.push(Line { at, order, account: a.index, kind, data });
+            lines.push(Line {
+                at,
+                order,
+                account: a.index,
+                kind,
+                data,
+            });
             order += 1;
         }
         lines.sort_unstable_by_key(|l| (l.at, l.order));
@@ -485,7 +582,11 @@ fn day_quotas(s: &Settings, total: u64) -> Vec<u64> {
         .enumerate()
         .map(|(i, w)| {
             cumulative += w;
-            let upto = if i + 1 == weights.len() { total } else { (total as f64 * cumulative / sum).round() as u64 };
+            let upto = if i + 1 == weights.len() {
+                total
+            } else {
+                (total as f64 * cumulative / sum).round() as u64
+            };
             let n = upto - given;
             given = upto;
             n
@@ -495,15 +596,27 @@ fn day_quotas(s: &Settings, total: u64) -> Vec<u64> {
 
 /// An account in proportion to its activity, and an instant of the UTC day
 /// `start` in its local working hours (some at night), after it signed.
-fn everyday_slot<'a>(rng: &mut Rng, accounts: &'a [Account], cumulative: &[f64], earliest: Option<u32>, start: i64) -> (i64, &'a Account) {
+fn everyday_slot<'a>(
+    rng: &mut Rng,
+    accounts: &'a [Account],
+    cumulative: &[f64],
+    earliest: Option<u32>,
+    start: i64,
+) -> (i64, &'a Account) {
     let total = *cumulative.last().expect("at least one account");
     let at_for = |rng: &mut Rng, a: &Account| {
-        let local = if rng.chance(0.85) { rng.int(8 * HOUR, 18 * HOUR - 1) } else { rng.int(0, DAY - 1) };
+        let local = if rng.chance(0.85) {
+            rng.int(8 * HOUR, 18 * HOUR - 1)
+        } else {
+            rng.int(0, DAY - 1)
+        };
         start + (local - a.offset).rem_euclid(DAY)
     };
     for _ in 0..16 {
         let ticket = rng.unit() * total;
-        let i = cumulative.partition_point(|&c| c <= ticket).min(accounts.len() - 1);
+        let i = cumulative
+            .partition_point(|&c| c <= ticket)
+            .min(accounts.len() - 1);
         let a = &accounts[i];
         let at = at_for(rng, a);
         if at >= a.signed_at + HOUR {
@@ -525,7 +638,13 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
         Survey,
         Meeting,
     }
-    let kind = *rng.weighted(&[(Kind::Login, 58), (Kind::Ticket, 15), (Kind::Training, 5), (Kind::Survey, 6), (Kind::Meeting, 7)]);
+    let kind = *rng.weighted(&[
+        (Kind::Login, 58),
+        (Kind::Ticket, 15),
+        (Kind::Training, 5),
+        (Kind::Survey, 6),
+        (Kind::Meeting, 7),
+    ]);
     let mut data = Vec::with_capacity(96);
     let mut o = Obj::new(&mut data);
     let contact = a.contact_email(rng.below(u64::from(a.contacts)) as u8);
@@ -544,7 +663,8 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
             "user.login"
         }
         Kind::Ticket => {
-            let priority = *rng.weighted(&[("low", 30), ("normal", 48), ("high", 16), ("urgent", 6)]);
+            let priority =
+                *rng.weighted(&[("low", 30), ("normal", 48), ("high", 16), ("urgent", 6)]);
             let subjects = match priority {
                 "low" => words::TICKETS_LOW,
                 "normal" => words::TICKETS_NORMAL,
@@ -558,7 +678,8 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
             "ticket.created"
         }
         Kind::Training => {
-            o.str("course", *rng.pick(words::COURSES)).str("user", &contact);
+            o.str("course", *rng.pick(words::COURSES))
+                .str("user", &contact);
             "training.completed"
         }
         Kind::Survey => {
@@ -566,14 +687,21 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
                 Level::Low => 8.6,
                 Level::Medium => 7.4,
                 Level::High => 5.6,
-            } - if a.usage.drop.is_some_and(|d| at >= d.start) { 2.0 } else { 0.0 };
+            } - if a.usage.drop.is_some_and(|d| at >= d.start) {
+                2.0
+            } else {
+                0.0
+            };
             let score = (mean + 2.0 * rng.normal()).round().clamp(0.0, 10.0) as i64;
             let comments = match score {
                 0..=6 => words::NPS_DETRACTOR,
                 7..=8 => words::NPS_PASSIVE,
                 _ => words::NPS_PROMOTER,
             };
-            o.str("survey", "nps").int("score", score).str("comment", *rng.pick(comments)).str("respondent", &contact);
+            o.str("survey", "nps")
+                .int("score", score)
+                .str("comment", *rng.pick(comments))
+                .str("respondent", &contact);
             "survey.answered"
         }
     };
@@ -581,42 +709,56 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
     (kind, data)
 }
 
-fn emit_planned(s: &Settings, a: &mut Account, at: i64, what: Planned, rng: &mut Rng, planner: &mut Planner<'_>) -> (&'static str, Vec<u8>) {
+fn emit_planned(
+    s: &Settings,
+    a: &mut Account,
+    at: i64,
+    what: Planned,
+    rng: &mut Rng,
+    planner: &mut Planner<'_>,
+) -> (&'static str, Vec<u8>) {
     let mut data = Vec::with_capacity(128);
     let mut o = Obj::new(&mut data);
     let kind = match what {
         Planned::Metric { sample } => {
             let noise = Rng::stream(a.seed, purpose::SAMPLE, u64::from(sample) | 1 << 32).normal();
-            o.str("name", "active_users").int("value", a.active_users(at, noise));
+            o.str("name", "active_users")
+                .int("value", a.active_users(at, noise));
             if sample + 1 < a.samples {
-                planner.push(sample_time(s, a, sample + 1), a.index, Planned::Metric { sample: sample + 1 });
+                planner.push(
+                    sample_time(s, a, sample + 1),
+                    a.index,
+                    Planned::Metric { sample: sample + 1 },
+                );
             }
             "metric"
         }
-        Planned::Onboarding(step) => {
-            match step {
-                Step::Kickoff => {
-                    o.str("kind", "kickoff").str("title", "Kickoff call");
-                    "meeting.completed"
-                }
-                Step::FirstLogin => {
-                    o.str("user", &a.contact_email(0));
-                    "user.login"
-                }
-                Step::Login => {
-                    o.str("user", &a.contact_email(rng.below(u64::from(a.contacts)) as u8));
-                    "user.login"
-                }
-                Step::Training => {
-                    o.str("course", words::COURSES[0]).str("user", &a.contact_email(0));
-                    "training.completed"
-                }
-                Step::Review => {
-                    o.str("kind", "review").str("title", "First metrics review");
-                    "meeting.completed"
-                }
+        Planned::Onboarding(step) => match step {
+            Step::Kickoff => {
+                o.str("kind", "kickoff").str("title", "Kickoff call");
+                "meeting.completed"
             }
-        }
+            Step::FirstLogin => {
+                o.str("user", &a.contact_email(0));
+                "user.login"
+            }
+            Step::Login => {
+                o.str(
+                    "user",
+                    &a.contact_email(rng.below(u64::from(a.contacts)) as u8),
+                );
+                "user.login"
+            }
+            Step::Training => {
+                o.str("course", words::COURSES[0])
+                    .str("user", &a.contact_email(0));
+                "training.completed"
+            }
+            Step::Review => {
+                o.str("kind", "review").str("title", "First metrics review");
+                "meeting.completed"
+            }
+        },
         Planned::Mrr { to } => {
             let before = a.tier();
             let old_plan = plan(a.mrr);
@@ -666,9 +808,12 @@ fn emit_planned(s: &Settings, a: &mut Account, at: i64, what: Planned, rng: &mut
             a.sponsor_gen = a.sponsor_gen.wrapping_sub(1);
             let previous = a.contact(SPONSOR_SLOT);
             a.sponsor_gen = a.sponsor_gen.wrapping_add(1);
-            o.str("name", &sponsor.name).str("email", &sponsor.email).str("title", title).obj("previous", |x| {
-                x.str("name", &previous.name).str("email", &previous.email);
-            });
+            o.str("name", &sponsor.name)
+                .str("email", &sponsor.email)
+                .str("title", title)
+                .obj("previous", |x| {
+                    x.str("name", &previous.name).str("email", &previous.email);
+                });
             "sponsor.changed"
         }
         Planned::Release { release } => {

@@ -42,7 +42,8 @@ impl<'a> Obj<'a> {
 
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
-        self.buf.extend_from_slice(if value { b"true" } else { b"false" });
+        self.buf
+            .extend_from_slice(if value { b"true" } else { b"false" });
         self
     }
 
@@ -68,7 +69,10 @@ impl<'a> Obj<'a> {
     pub fn arr(&mut self, key: &str, fill: impl FnOnce(&mut Arr<'_>)) -> &mut Self {
         self.key(key);
         self.buf.push(b'[');
-        let mut arr = Arr { buf: self.buf, empty: true };
+        let mut arr = Arr {
+            buf: self.buf,
+            empty: true,
+        };
         fill(&mut arr);
         self.buf.push(b']');
         self
@@ -110,6 +114,7 @@ fn string(buf: &mut Vec<u8>, s: &str) {
 
 /// RFC 3339 in UTC, whole seconds (the generator never makes fractions).
 pub fn write_time(buf: &mut Vec<u8>, unix_seconds: i64) {
-    let ts = jiff::Timestamp::from_second(unix_seconds).expect("generated instants are in jiff's range");
+    let ts =
+        jiff::Timestamp::from_second(unix_seconds).expect("generated instants are in jiff's range");
     write!(buf, "{ts}").expect("writing to a Vec cannot fail");
 }

@@ -12,11 +12,17 @@
 //! sponsor changes, product releases, and account updates that move
 //! accounts between segments, change renewal dates and unsubscribe
 //! contacts. It never decides what the engine does with them.
+//!
+//! The shipped sample in `data/` is
+//! `cargo run -p touchpilot-datagen -- --accounts 300 --events 4000 --seed 7
+//! --from 2026-01-01T00:00:00Z --days 180 --out data`.
 
 mod accounts;
 mod events;
 mod json;
 mod rng;
+// Tables read best one entry per line, wider than rustfmt allows.
+#[rustfmt::skip]
 mod words;
 
 use std::fs::{self, File};
@@ -72,13 +78,20 @@ fn create(path: &Path) -> Result<BufWriter<File>, String> {
 
 fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
-    fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let from = args.from.as_second();
 
     // Accounts are written as they are drawn and kept for the events.
     let accounts_path = args.out.join("accounts.jsonl");
     let mut out = create(&accounts_path)?;
-    let mut factory = AccountFactory::new(args.seed, Period { from, days: args.days });
+    let mut factory = AccountFactory::new(
+        args.seed,
+        Period {
+            from,
+            days: args.days,
+        },
+    );
     let mut accounts = Vec::with_capacity(args.accounts as usize);
     let mut line = Vec::with_capacity(1024);
     let mut tiers = [0u32; 3];
@@ -87,7 +100,8 @@ fn run(args: &Args) -> Result<(), String> {
         line.clear();
         account.write_json(&mut line);
         line.push(b'\n');
-        out.write_all(&line).map_err(|e| format!("cannot write {}: {e}", accounts_path.display()))?;
+        out.write_all(&line)
+            .map_err(|e| format!("cannot write {}: {e}", accounts_path.display()))?;
         tiers[match account.tier() {
             Tier::High => 0,
             Tier::Low => 1,
@@ -95,12 +109,18 @@ fn run(args: &Args) -> Result<(), String> {
         }] += 1;
         accounts.push(account);
     }
-    out.flush().map_err(|e| format!("cannot write {}: {e}", accounts_path.display()))?;
+    out.flush()
+        .map_err(|e| format!("cannot write {}: {e}", accounts_path.display()))?;
     drop(factory);
 
     let events_path = args.out.join("events.jsonl");
     let mut out = create(&events_path)?;
-    let settings = events::Settings { seed: args.seed, from, days: args.days, events: args.events };
+    let settings = events::Settings {
+        seed: args.seed,
+        from,
+        days: args.days,
+        events: args.events,
+    };
     let totals = events::generate(&settings, &mut accounts, &mut out)
         .and_then(|t| out.flush().map(|()| t))
         .map_err(|e| format!("cannot write {}: {e}", events_path.display()))?;
@@ -116,7 +136,12 @@ fn run(args: &Args) -> Result<(), String> {
     let mut by_kind = totals.by_kind;
     by_kind.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    eprintln!("wrote {} events to {}: {}", totals.written, events_path.display(), kinds.join(", "));
+    eprintln!(
+        "wrote {} events to {}: {}",
+        totals.written,
+        events_path.display(),
+        kinds.join(", ")
+    );
     eprintln!("in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }

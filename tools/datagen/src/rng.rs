@@ -35,7 +35,9 @@ impl Rng {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
             mix(z)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn stream(seed: u64, purpose: u64, index: u64) -> Self {
