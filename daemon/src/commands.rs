@@ -68,6 +68,8 @@ pub struct SimulateArgs {
     pub to: Timestamp,
     pub accounts: Option<PathBuf>,
     pub events: Option<PathBuf>,
+    /// Worker threads (0: one per core). The output does not depend on it.
+    pub jobs: usize,
 }
 
 /// `touchpilot simulate`: JSON lines on `out`, notes on `err`.
@@ -98,6 +100,10 @@ pub fn simulate(args: &SimulateArgs, out: &mut dyn Write, err: &mut dyn Write) -
             .events
             .clone()
             .or_else(|| config.sources.events.clone()),
+        jobs: match args.jobs {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
     };
     let mut buffered = std::io::BufWriter::with_capacity(1 << 16, out);
     let result = simulate::run(config, &opts, &mut buffered);
@@ -213,13 +219,13 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
     if templates.has(&args.template, crate::render::Kind::Email) {
         let contact = match &args.contact {
             Some(addr) => match st.account.contact(addr) {
-                Some(c) => c.value.clone(),
+                Some(c) => c.value,
                 None if st
                     .account
                     .owner_email()
                     .is_some_and(|o| o.eq_ignore_ascii_case(addr)) =>
                 {
-                    st.account.owner().cloned().unwrap_or_default()
+                    st.account.owner().unwrap_or_default()
                 }
                 None => {
                     return fail(
@@ -231,8 +237,8 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
                     );
                 }
             },
-            None => match st.account.contacts().next() {
-                Some(c) => c.value.clone(),
+            None => match st.account.contacts().into_iter().next() {
+                Some(c) => c.value,
                 None => {
                     return fail(
                         err,
@@ -254,7 +260,10 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
             "unsubscribe_url".into(),
             serde_json::Value::String((engine.unsubscribe_url)(&to)),
         );
-        match templates.render_email(&args.template, &serde_json::Value::Object(ctx)) {
+        match templates.render_email(
+            &args.template,
+            &crate::render::Ctx::new(serde_json::Value::Object(ctx)),
+        ) {
             Ok(mail) => {
                 let from = mail
                     .from
@@ -278,7 +287,10 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
             Err(e) => fail(err, e.to_string()),
         }
     } else if templates.has(&args.template, crate::render::Kind::Json) {
-        match templates.render_json(&args.template, &serde_json::Value::Object(ctx)) {
+        match templates.render_json(
+            &args.template,
+            &crate::render::Ctx::new(serde_json::Value::Object(ctx)),
+        ) {
             Ok(v) => {
                 let _ = writeln!(
                     out,

@@ -722,15 +722,19 @@ fn check_event_type(ev: &Sp<String>, s: &mut Sink<'_>) {
             format!("invalid event type `{t}`: expected a name such as `ticket.created`"),
         );
     }
-    if let Some(close) = crate::config::diag::did_you_mean(t, ENGINE_EVENTS.iter().copied()) {
-        if close != t {
-            s.warn(
-                ev.pos(),
-                format!(
-                    "event type `{t}` is close to the engine event `{close}`; did you mean it?"
-                ),
-            );
-        }
+    // A near miss inside the engine's own namespaces is almost surely a
+    // typo (`segment.enterd`); elsewhere a similar name is just a name.
+    let engine_namespace = ["segment.", "milestone.", "onboarding."]
+        .iter()
+        .any(|ns| t.starts_with(ns));
+    if engine_namespace && !ENGINE_EVENTS.contains(&t.as_str()) {
+        s.warn(
+            ev.pos(),
+            format!(
+                "`{t}` is not an engine event: {}",
+                suggestion(t, ENGINE_EVENTS)
+            ),
+        );
     }
 }
 

@@ -75,10 +75,12 @@ pub fn verdict(
     if unsubscribed(account, to, suppressed) {
         return Some(Suppression::Unsubscribed);
     }
-    if let Some(cap) = cap {
-        if *contact && !action.bypass_limits && !ledger.admit(cap, to, action.at) {
-            return Some(Suppression::FrequencyCap);
-        }
+    if let Some(cap) = cap
+        && *contact
+        && !action.bypass_limits
+        && !ledger.admit(cap, to, action.at)
+    {
+        return Some(Suppression::FrequencyCap);
     }
     None
 }

@@ -7,9 +7,10 @@
 //! real clock and differ only in what they do with the decisions.
 
 pub mod plan;
+pub mod small_map;
 pub mod state;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
@@ -103,6 +104,9 @@ pub struct Engine {
     pub config: Arc<Config>,
     /// Builds the unsubscribe link of an address (the daemon signs it).
     pub unsubscribe_url: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Timezones by name: looking one up in the tz database on every timer
+    /// computation was a measurable share of a dry run.
+    zones: Arc<std::sync::RwLock<HashMap<String, Option<TimeZone>>>>,
 }
 
 /// A one-nanosecond step: timers are handled "up to and including" an
@@ -117,6 +121,7 @@ impl Engine {
         Engine {
             config,
             unsubscribe_url,
+            zones: Arc::default(),
         }
     }
 
@@ -128,19 +133,40 @@ impl Engine {
     pub fn timezone(&self, st: &AccountState, pb: Option<&Playbook>) -> TimeZone {
         st.account
             .timezone()
-            .and_then(|n| TimeZone::get(n).ok())
+            .and_then(|n| self.zone(&n))
             .or_else(|| pb.and_then(|p| p.timezone.clone()))
             .unwrap_or_else(|| self.config.timezone.clone())
+    }
+
+    /// A timezone by IANA name; `None` for an unknown name.
+    pub fn zone(&self, name: &str) -> Option<TimeZone> {
+        if let Ok(zones) = self.zones.read()
+            && let Some(z) = zones.get(name)
+        {
+            return z.clone();
+        }
+        let z = TimeZone::get(name).ok();
+        if let Ok(mut zones) = self.zones.write()
+            && zones.len() < 10_000
+        {
+            zones.insert(name.to_string(), z.clone());
+        }
+        z
     }
 
     /// The account as CEL and templates see it: its fields plus `metrics`,
     /// `segment` and `phase`.
     pub fn account_json(&self, st: &AccountState, at: Timestamp) -> Value {
         let pb = self.playbook(st.playbook.as_deref());
-        let mut map = st.account.as_map().clone();
+        let mut map = st.account.to_map();
         map.insert(
             "metrics".into(),
-            Value::Object(st.metrics.clone().into_iter().collect()),
+            Value::Object(
+                st.metrics
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            ),
         );
         map.insert(
             "segment".into(),
@@ -171,19 +197,17 @@ impl Engine {
         let wants = |k: &str| fields.is_none_or(|f| f.contains(k));
         let own = st
             .account
-            .as_map()
-            .iter()
+            .raw_fields()
             .filter(|(k, _)| wants(k))
-            .map(|(k, v)| (k.as_str(), celx::to_cel(v)));
+            .map(|(k, v)| {
+                let value: Value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
+                (k, celx::to_cel(&value))
+            });
         let mut extra = Vec::with_capacity(3);
         if wants("metrics") {
             extra.push((
                 "metrics",
-                celx::map(
-                    st.metrics
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), celx::to_cel(v))),
-                ),
+                celx::map(st.metrics.iter().map(|(k, v)| (k, celx::to_cel(v)))),
             ));
         }
         if wants("segment") {
@@ -267,8 +291,9 @@ impl Engine {
     /// Onboarding start of the account under `pb`, if it has one.
     fn start(&self, st: &AccountState, pb: &Playbook) -> Option<Timestamp> {
         let field = &pb.onboarding.as_ref()?.start_field;
-        let tz = self.timezone(st, Some(pb));
-        st.account.instant(field, &tz)?.ok()
+        st.account
+            .instant_with(field, || self.timezone(st, Some(pb)))?
+            .ok()
     }
 
     /// The account's phase under `pb` at `at`.
@@ -290,10 +315,10 @@ impl Engine {
         {
             return Phase::Ongoing;
         }
-        if let Some(ends) = onb.ends_after {
-            if at >= add(start, ends.span()) {
-                return Phase::Ongoing;
-            }
+        if let Some(ends) = onb.ends_after
+            && at >= add(start, ends.span())
+        {
+            return Phase::Ongoing;
         }
         Phase::Onboarding
     }
@@ -345,12 +370,10 @@ impl Engine {
         }
         let sample = ev.metric();
         if let Some((name, value)) = sample {
-            st.metrics.insert(
-                name.to_string(),
-                ev.data.get("value").cloned().unwrap_or(Value::Null),
-            );
+            st.metrics
+                .insert(name, ev.data.get("value").cloned().unwrap_or(Value::Null));
             if self.watches_metric(name) {
-                let h = st.history.entry(name.to_string()).or_default();
+                let h = st.history.get_or_insert_with(name, Default::default);
                 let pos = h.partition_point(|(t, _)| *t <= at);
                 h.insert(pos, (at, value));
             }
@@ -359,7 +382,7 @@ impl Engine {
         if changed {
             self.reevaluate(st, at, &mut step, out);
         }
-        let seen = st.last_seen.entry(ev.kind.clone()).or_insert(at);
+        let seen = st.last_seen.get_or_insert_with(&ev.kind, || at);
         *seen = (*seen).max(at);
         if let Some(pb) = self.playbook(st.playbook.as_deref()) {
             let event_json = ev.to_json(at);
@@ -390,10 +413,10 @@ impl Engine {
 
     /// Handles every timer due strictly before `at`.
     pub fn advance_before(&self, st: &mut AccountState, at: Timestamp, out: &mut Vec<Decision>) {
-        if let Ok(before) = at.checked_sub(TICK) {
-            if before > st.clock {
-                self.advance(st, before, out);
-            }
+        if let Ok(before) = at.checked_sub(TICK)
+            && before > st.clock
+        {
+            self.advance(st, before, out);
         }
     }
 
@@ -458,18 +481,18 @@ impl Engine {
         let current = st.playbook.clone();
         let target_id = target.as_ref().map(|p| p.id.clone());
         if target_id != current || st.entered_at.is_none() && target.is_some() {
-            if let Some(old) = &current {
-                if target_id.as_ref() != Some(old) {
-                    out.push(Decision::Exited {
-                        playbook: old.clone(),
-                        at,
-                    });
-                    step.queue(
-                        old,
-                        "segment.exited",
-                        json!({"from": current, "to": target_id}),
-                    );
-                }
+            if let Some(old) = &current
+                && target_id.as_ref() != Some(old)
+            {
+                out.push(Decision::Exited {
+                    playbook: old.clone(),
+                    at,
+                });
+                step.queue(
+                    old,
+                    "segment.exited",
+                    json!({"from": current, "to": target_id}),
+                );
             }
             st.playbook = target_id.clone();
             st.entered_at = target.as_ref().map(|_| at);
@@ -480,9 +503,7 @@ impl Engine {
                     silent: step.mode == Mode::Silent,
                 });
                 self.pass_over_past(st, pb, at);
-                if step.mode == Mode::Live && current.is_some()
-                    || step.mode == Mode::Live && step.announce_entry
-                {
+                if step.mode == Mode::Live && (current.is_some() || step.announce_entry) {
                     step.queue(
                         &pb.id,
                         "segment.entered",
@@ -502,10 +523,10 @@ impl Engine {
     fn pass_over_past(&self, st: &mut AccountState, pb: &Playbook, at: Timestamp) {
         if let (Some(onb), Some(start)) = (&pb.onboarding, self.start(st, pb)) {
             for m in &onb.milestones {
-                if let Some(due) = m.due {
-                    if add(start, due.span()) < at {
-                        st.moment_mut(&pb.id, &m.id).late_handled = true;
-                    }
+                if let Some(due) = m.due
+                    && add(start, due.span()) < at
+                {
+                    st.moment_mut(&pb.id, &m.id).late_handled = true;
                 }
             }
         }
@@ -515,15 +536,19 @@ impl Engine {
     /// A date target that moved into the past is handled without firing.
     fn dates_changed(&self, st: &mut AccountState, pb: &Playbook, at: Timestamp) {
         for m in &pb.moments {
-            if let Some(target) = self.date_target(st, pb, m) {
-                if target < at {
-                    st.moment_mut(&pb.id, &m.id).date_handled = Some(target);
-                }
+            if let Some(target) = self.date_target(st, pb, m)
+                && target < at
+            {
+                st.moment_mut(&pb.id, &m.id).date_handled = Some(target);
             }
         }
     }
 
     fn date_target(&self, st: &AccountState, pb: &Playbook, m: &Moment) -> Option<Timestamp> {
+        self.date_target_in(st, m, &self.timezone(st, Some(pb)))
+    }
+
+    fn date_target_in(&self, st: &AccountState, m: &Moment, tz: &TimeZone) -> Option<Timestamp> {
         let Trigger::Date {
             field,
             offset,
@@ -533,8 +558,7 @@ impl Engine {
         else {
             return None;
         };
-        let tz = self.timezone(st, Some(pb));
-        let base = st.account.instant(field, &tz)?.ok()?;
+        let base = st.account.instant(field, tz)?.ok()?;
         let date = match offset.whole_days() {
             Some(days) => base
                 .to_zoned(tz.clone())
@@ -543,7 +567,7 @@ impl Engine {
                 .ok()?,
             None => add(base, offset.span()).to_zoned(tz.clone()).date(),
         };
-        Some(crate::schedule::at_local(&tz, date, *hour, *minute))
+        Some(crate::schedule::at_local(tz, date, *hour, *minute))
     }
 
     fn milestones_by_condition(
@@ -602,7 +626,7 @@ impl Engine {
             return;
         }
         let was = self.phase(st, pb, at);
-        st.reached.insert(milestone.to_string(), at);
+        st.reached.insert(milestone, at);
         out.push(Decision::MilestoneReached {
             playbook: pb.id.clone(),
             milestone: milestone.to_string(),
@@ -781,11 +805,10 @@ impl Engine {
         if let (Some(cd), Some(last)) = (
             m.cooldown,
             st.moment(&pb.id, &m.id).and_then(|s| s.last_fired),
-        ) {
-            if at < add(last, cd.span()) {
-                out.push(skip(SkipReason::Cooldown));
-                return;
-            }
+        ) && at < add(last, cd.span())
+        {
+            out.push(skip(SkipReason::Cooldown));
+            return;
         }
         st.moment_mut(&pb.id, &m.id).last_fired = Some(at);
         let actions = plan::plan(self, st, pb, plan::Source::Moment(m), at, event, out);
@@ -817,7 +840,7 @@ impl Engine {
                 });
                 break;
             }
-            let seen = st.last_seen.entry(kind.to_string()).or_insert(at);
+            let seen = st.last_seen.get_or_insert_with(kind, || at);
             *seen = (*seen).max(at);
             let Some(pb) = self.playbook(Some(&playbook)) else {
                 continue;
@@ -875,10 +898,10 @@ impl Engine {
                     }
                 }
                 Trigger::Date { .. } => {
-                    if let Some(t) = self.date_target(st, &pb, m) {
-                        if st.moment(&pb.id, &m.id).and_then(|s| s.date_handled) != Some(t) {
-                            offer(t, Timer::Moment(i));
-                        }
+                    if let Some(t) = self.date_target(st, &pb, m)
+                        && st.moment(&pb.id, &m.id).and_then(|s| s.date_handled) != Some(t)
+                    {
+                        offer(t, Timer::Moment(i));
                     }
                 }
                 _ => {}

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{Decision, Engine};
 use crate::engine::state::AccountState;
 use crate::model::playbook::{Action, Milestone, Moment, Playbook, Recipients};
-use crate::render::{RenderError, RenderedEmail};
+use crate::render::{Ctx, RenderError, RenderedEmail};
 
 /// What fired: a moment, or a milestone's `on_late`.
 #[derive(Clone, Copy)]
@@ -126,11 +126,12 @@ pub(super) fn plan(
             event_id: event_id.clone(),
             content,
         };
+    let mut ctx = Ctx::new(Value::Object(ctx));
     let mut planned = Vec::new();
     for (position, action) in actions.iter().enumerate() {
         match action {
             Action::Email { to, template } => {
-                let recipients = recipients(st, to, &account_tz);
+                let recipients = recipients(engine, st, to, &account_tz);
                 if recipients.is_empty() {
                     out.push(Decision::Problem {
                         at,
@@ -142,16 +143,15 @@ pub(super) fn plan(
                     });
                 }
                 for r in recipients {
-                    let mut c = ctx.clone();
-                    c.insert("contact".into(), r.value);
-                    c.insert(
-                        "unsubscribe_url".into(),
+                    ctx.set("contact", r.value);
+                    ctx.set(
+                        "unsubscribe_url",
                         Value::String((engine.unsubscribe_url)(&r.email)),
                     );
                     let content = engine
                         .config
                         .templates
-                        .render_email(template, &Value::Object(c))
+                        .render_email(template, &ctx)
                         .map(Content::Email);
                     let mut a = base(
                         position,
@@ -172,7 +172,7 @@ pub(super) fn plan(
                 let content = engine
                     .config
                     .templates
-                    .render_json(template, &Value::Object(ctx.clone()))
+                    .render_json(template, &ctx)
                     .map(Content::Json);
                 planned.push(base(
                     position,
@@ -192,7 +192,7 @@ pub(super) fn plan(
                     Some(t) => engine
                         .config
                         .templates
-                        .render_json(t, &Value::Object(ctx.clone()))
+                        .render_json(t, &ctx)
                         .map(Content::Json),
                     None => Ok(Content::Empty),
                 };
@@ -228,9 +228,14 @@ struct Recipient {
 }
 
 /// Resolves a selector to distinct addresses (first contact wins).
-fn recipients(st: &AccountState, to: &Recipients, account_tz: &TimeZone) -> Vec<Recipient> {
+fn recipients(
+    engine: &Engine,
+    st: &AccountState,
+    to: &Recipients,
+    account_tz: &TimeZone,
+) -> Vec<Recipient> {
     let tz_of = |name: Option<&str>| {
-        name.and_then(|n| TimeZone::get(n).ok())
+        name.and_then(|n| engine.zone(n))
             .unwrap_or_else(|| account_tz.clone())
     };
     let mut out: Vec<Recipient> = Vec::new();
@@ -239,25 +244,34 @@ fn recipients(st: &AccountState, to: &Recipients, account_tz: &TimeZone) -> Vec<
             out.push(r);
         }
     };
-    let contact = |c: crate::model::account::Contact<'_>| Recipient {
-        email: c.email.to_string(),
-        value: c.value.clone(),
-        tz: tz_of(c.timezone),
+    let contact = |c: crate::model::account::Contact| Recipient {
+        tz: tz_of(c.timezone.as_deref()),
+        email: c.email,
+        value: c.value,
         is_contact: true,
     };
     match to {
-        Recipients::Contacts => st.account.contacts().for_each(|c| push(contact(c))),
+        Recipients::Contacts => st
+            .account
+            .contacts()
+            .into_iter()
+            .for_each(|c| push(contact(c))),
         Recipients::ContactsWithRole(role) => st
             .account
             .contacts()
-            .filter(|c| c.role.is_some_and(|r| r.eq_ignore_ascii_case(role)))
+            .into_iter()
+            .filter(|c| {
+                c.role
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(role))
+            })
             .for_each(|c| push(contact(c))),
         Recipients::Owner => {
             if let (Some(owner), Some(email)) = (st.account.owner(), st.account.owner_email()) {
                 push(Recipient {
-                    email: email.to_string(),
-                    value: owner.clone(),
+                    email,
                     tz: tz_of(owner.get("timezone").and_then(Value::as_str)),
+                    value: owner,
                     is_contact: false,
                 });
             }

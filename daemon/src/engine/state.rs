@@ -2,11 +2,12 @@
 //! account, and nothing else. Serializable so that a store can persist it
 //! as one record; small (bounded metric history, no event log).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::small_map::SmallMap;
 use crate::model::account::Account;
 
 /// One account's state.
@@ -15,24 +16,24 @@ pub struct AccountState {
     pub account: Account,
     /// Latest value of each metric (`account.metrics.NAME`).
     #[serde(default)]
-    pub metrics: BTreeMap<String, serde_json::Value>,
+    pub metrics: SmallMap<serde_json::Value>,
     /// Samples of metrics that `on.metric` triggers watch, pruned to the
     /// longest `over` window (plus the sample just before it).
     #[serde(default)]
-    pub history: BTreeMap<String, VecDeque<(Timestamp, f64)>>,
+    pub history: SmallMap<VecDeque<(Timestamp, f64)>>,
     /// When each event type watched by an `absent` trigger was last seen.
     #[serde(default)]
-    pub last_seen: BTreeMap<String, Timestamp>,
+    pub last_seen: SmallMap<Timestamp>,
     /// The playbook the account is in (its segment), if any.
     pub playbook: Option<String>,
     /// When it entered that playbook.
     pub entered_at: Option<Timestamp>,
     /// When each milestone (by id, across playbooks) was reached.
     #[serde(default)]
-    pub reached: BTreeMap<String, Timestamp>,
-    /// Trigger state per `playbook/moment` (or `playbook/milestone`).
+    pub reached: SmallMap<Timestamp>,
+    /// Trigger state by playbook, then moment (or milestone) id.
     #[serde(default)]
-    pub moments: BTreeMap<String, MomentState>,
+    pub moments: SmallMap<SmallMap<MomentState>>,
     /// Timers due at or before this instant have been handled.
     pub clock: Timestamp,
 }
@@ -64,13 +65,13 @@ impl AccountState {
     pub fn new(account: Account, clock: Timestamp) -> AccountState {
         AccountState {
             account,
-            metrics: BTreeMap::new(),
-            history: BTreeMap::new(),
-            last_seen: BTreeMap::new(),
+            metrics: SmallMap::new(),
+            history: SmallMap::new(),
+            last_seen: SmallMap::new(),
             playbook: None,
             entered_at: None,
-            reached: BTreeMap::new(),
-            moments: BTreeMap::new(),
+            reached: SmallMap::new(),
+            moments: SmallMap::new(),
             clock,
         }
     }
@@ -80,14 +81,12 @@ impl AccountState {
     }
 
     pub fn moment(&self, playbook: &str, id: &str) -> Option<&MomentState> {
-        self.moments.get(&key(playbook, id))
+        self.moments.get(playbook)?.get(id)
     }
 
     pub fn moment_mut(&mut self, playbook: &str, id: &str) -> &mut MomentState {
-        self.moments.entry(key(playbook, id)).or_default()
+        self.moments
+            .get_or_insert_with(playbook, SmallMap::new)
+            .get_or_insert_with(id, MomentState::default)
     }
-}
-
-fn key(playbook: &str, id: &str) -> String {
-    format!("{playbook}/{id}")
 }

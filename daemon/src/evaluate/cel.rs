@@ -110,9 +110,7 @@ fn account_fields(source: &str) -> Option<BTreeSet<String>> {
             continue;
         }
         let rest = source[end..].trim_start();
-        let Some(field) = rest.strip_prefix('.') else {
-            return None;
-        };
+        let field = rest.strip_prefix('.')?;
         let field = field.trim_start();
         let name: String = field
             .chars()

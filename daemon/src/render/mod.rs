@@ -32,8 +32,9 @@ pub enum Kind {
 #[derive(Debug)]
 struct EmailMeta {
     has_html: bool,
-    from: Option<String>,
-    reply_to: Option<String>,
+    /// Front matter `from` and `reply_to`, registered as `NAME#from` and `NAME#reply_to`.
+    from: bool,
+    reply_to: bool,
 }
 
 /// The front matter block of an email template.
@@ -59,6 +60,24 @@ pub struct RenderedEmail {
     pub from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+}
+
+/// The data a template renders against. Built once per fired moment and
+/// changed in place per recipient: handlebars would otherwise copy the
+/// whole context for every render.
+pub struct Ctx(handlebars::Context);
+
+impl Ctx {
+    pub fn new(data: serde_json::Value) -> Ctx {
+        Ctx(handlebars::Context::from(data))
+    }
+
+    /// Sets one top-level variable.
+    pub fn set(&mut self, key: &str, value: serde_json::Value) {
+        if let serde_json::Value::Object(map) = self.0.data_mut() {
+            map.insert(key.to_string(), value);
+        }
+    }
 }
 
 /// Why a template could not be rendered: always names the template and,
@@ -251,6 +270,23 @@ impl Templates {
             },
             None => None,
         };
+        let mut extra = [false, false];
+        for (i, (suffix, source)) in [("from", &meta.from), ("reply_to", &meta.reply_to)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(source) = source else { continue };
+            match handlebars::Template::compile(source) {
+                Ok(t) => {
+                    self.text.register_template(&format!("{name}#{suffix}"), t);
+                    extra[i] = true;
+                }
+                Err(e) => {
+                    diags.push(compile_diag(path, 1, &e));
+                    return diags;
+                }
+            }
+        }
         let mut all = vec![&subject, &text];
         all.extend(html_tpl.as_ref());
         self.vars.insert(
@@ -267,8 +303,8 @@ impl Templates {
             name.to_string(),
             EmailMeta {
                 has_html: html.is_some(),
-                from: meta.from,
-                reply_to: meta.reply_to,
+                from: extra[0],
+                reply_to: extra[1],
             },
         );
         diags
@@ -288,32 +324,37 @@ impl Templates {
     }
 
     /// Renders an email template: subject, text and (optional) HTML part.
-    pub fn render_email(
-        &self,
-        name: &str,
-        ctx: &serde_json::Value,
-    ) -> Result<RenderedEmail, RenderError> {
+    pub fn render_email(&self, name: &str, ctx: &Ctx) -> Result<RenderedEmail, RenderError> {
+        let ctx = &ctx.0;
         let meta = self.emails.get(name).ok_or_else(|| RenderError {
             template: name.to_string(),
             message: "no such email template".to_string(),
         })?;
-        let subject = guarded(name, || self.text.render(&format!("{name}#subject"), ctx))?;
+        let subject = guarded(name, || {
+            self.text
+                .render_with_context(&format!("{name}#subject"), ctx)
+        })?;
         // A subject is one header line: folding it is the transport's job,
         // a newline from data must never start a new header.
         let subject = subject.replace(['\r', '\n'], " ").trim().to_string();
-        let text = guarded(name, || self.text.render(name, ctx))?;
+        let text = guarded(name, || self.text.render_with_context(name, ctx))?;
         let html = if meta.has_html {
-            Some(guarded(name, || self.html.render(name, ctx))?)
+            Some(guarded(name, || self.html.render_with_context(name, ctx))?)
         } else {
             None
         };
-        let from = match &meta.from {
-            Some(f) => Some(guarded(name, || self.text.render_template(f, ctx))?),
-            None => None,
+        let from = match meta.from {
+            true => Some(guarded(name, || {
+                self.text.render_with_context(&format!("{name}#from"), ctx)
+            })?),
+            false => None,
         };
-        let reply_to = match &meta.reply_to {
-            Some(r) => Some(guarded(name, || self.text.render_template(r, ctx))?),
-            None => None,
+        let reply_to = match meta.reply_to {
+            true => Some(guarded(name, || {
+                self.text
+                    .render_with_context(&format!("{name}#reply_to"), ctx)
+            })?),
+            false => None,
         };
         Ok(RenderedEmail {
             subject,
@@ -326,18 +367,15 @@ impl Templates {
 
     /// Renders a JSON template and parses the result: a template whose
     /// output is not valid JSON is an error, never sent.
-    pub fn render_json(
-        &self,
-        name: &str,
-        ctx: &serde_json::Value,
-    ) -> Result<serde_json::Value, RenderError> {
+    pub fn render_json(&self, name: &str, ctx: &Ctx) -> Result<serde_json::Value, RenderError> {
+        let ctx = &ctx.0;
         if !self.json_names.contains_key(name) {
             return Err(RenderError {
                 template: name.to_string(),
                 message: "no such JSON template".to_string(),
             });
         }
-        let text = guarded(name, || self.json.render(name, ctx))?;
+        let text = guarded(name, || self.json.render_with_context(name, ctx))?;
         serde_json::from_str(&text).map_err(|e| RenderError {
             template: name.to_string(),
             message: format!(

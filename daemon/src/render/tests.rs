@@ -17,7 +17,11 @@ fn load(files: &[(&str, &str)]) -> (Templates, Vec<Diagnostic>, tempfile::TempDi
     (t, d, dir)
 }
 
-fn ctx() -> serde_json::Value {
+fn ctx() -> Ctx {
+    Ctx::new(raw())
+}
+
+fn raw() -> serde_json::Value {
     json!({
         "account": {"name": "Acme \"Rockets\"\nInc", "mrr": 5200, "renewal_at": "2027-01-05T00:00:00Z", "attributes": {}},
         "contact": {"name": "Ann", "email": "ann@acme.example"},
@@ -50,9 +54,12 @@ fn a_missing_variable_inside_if_fails_instead_of_hiding_the_block() {
         "{}",
         e.message
     );
-    let mut c = ctx();
+    let mut c = raw();
     c["account"]["attributes"]["vip"] = json!(false);
-    assert_eq!(t.render_email("hi", &c).unwrap().text, "regular\n");
+    assert_eq!(
+        t.render_email("hi", &Ctx::new(c)).unwrap().text,
+        "regular\n"
+    );
     let (u, _, _d2) = load(&[(
         "u.hbs",
         "---\nsubject: Hi\n---\n{{#unless contact.missing}}x{{/unless}}",

@@ -48,10 +48,10 @@ impl TemplateVars {
             _ => "",
         };
         // Inside `each` and `with` paths are relative to another context.
-        if !matches!(name, "each" | "with") {
-            if let Some(t) = &h.template {
-                self.walk(t);
-            }
+        if !matches!(name, "each" | "with")
+            && let Some(t) = &h.template
+        {
+            self.walk(t);
         }
         if let Some(t) = &h.inverse {
             self.walk(t);

@@ -4,16 +4,45 @@
 //! restricted, as classic cron does. DST follows the contract: a skipped
 //! time fires at the first instant after the gap, a repeated time once.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 /// A parsed cron expression.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Schedule {
     source: String,
     cron: croner::Cron,
+    /// Occurrences already computed, by (zone, instant). Every account of a
+    /// zone asks for the same instants, and the search is the expensive part
+    /// of scheduling; the memo is bounded and purely an accelerator.
+    memo: Mutex<Memo>,
+}
+
+impl Clone for Schedule {
+    fn clone(&self) -> Schedule {
+        Schedule {
+            source: self.source.clone(),
+            cron: self.cron.clone(),
+            memo: Mutex::default(),
+        }
+    }
+}
+
+/// (hash of the zone's name, instant) → (zone name, next occurrence).
+type Memo = HashMap<(u64, i64, i32), (String, Option<Timestamp>)>;
+
+const MEMO_LIMIT: usize = 1 << 16;
+
+fn zone_name(tz: &TimeZone) -> std::borrow::Cow<'_, str> {
+    match tz.iana_name() {
+        Some(n) => n.into(),
+        None => format!("{tz:?}").into(),
+    }
 }
 
 /// Macros the contract names, plus their usual synonyms.
@@ -55,6 +84,7 @@ impl Schedule {
         Ok(Schedule {
             source: text.to_string(),
             cron,
+            memo: Mutex::default(),
         })
     }
 
@@ -74,6 +104,27 @@ impl Schedule {
     /// The first occurrence strictly after `after`, in `tz`. `None` when
     /// the expression has no occurrence in the search horizon.
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let name = zone_name(tz);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        let key = (h.finish(), after.as_second(), after.subsec_nanosecond());
+        if let Ok(memo) = self.memo.lock()
+            && let Some((n, next)) = memo.get(&key)
+            && *n == *name
+        {
+            return *next;
+        }
+        let next = self.search(after, tz);
+        if let Ok(mut memo) = self.memo.lock() {
+            if memo.len() >= MEMO_LIMIT {
+                memo.clear();
+            }
+            memo.insert(key, (name.into_owned(), next));
+        }
+        next
+    }
+
+    fn search(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let start = after.to_zoned(tz.clone());
         let next = self.cron.find_next_occurrence(&start, false).ok()?;
         let next = next.timestamp();

@@ -50,12 +50,12 @@ impl SendWindow {
                 } else {
                     Some(super::parse_hhmm(b).ok_or_else(bad)?)
                 };
-                if let Some(b) = b {
-                    if b <= a {
-                        return Err(format!(
-                            "invalid hours `{h}`: the end must be after the start"
-                        ));
-                    }
+                if let Some(b) = b
+                    && b <= a
+                {
+                    return Err(format!(
+                        "invalid hours `{h}`: the end must be after the start"
+                    ));
                 }
                 (a, b)
             }
@@ -157,6 +157,38 @@ mod tests {
             weekdays().next_open(ts("2026-01-16T17:00:00Z"), &utc),
             ts("2026-01-19T09:00:00Z")
         );
+    }
+
+    fn inside(w: &SendWindow, t: Timestamp, tz: &TimeZone) -> bool {
+        let local = t.to_zoned(tz.clone());
+        let day = w.days[weekday_index(local.date().weekday())];
+        let minute = (local.hour(), local.minute());
+        let end = w.end.unwrap_or((24, 0));
+        day && minute >= w.start && minute < end
+    }
+
+    proptest::proptest! {
+        /// The result is never earlier, always inside the window, and no
+        /// minute inside the window between the two was skipped.
+        #[test]
+        fn next_open_is_the_first_instant_inside(
+            start in 1_700_000_000i64..1_900_000_000, zone in 0usize..5, days in 1u8..128, from_h in 0i8..23,
+        ) {
+            let zones = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Sydney", "Asia/Kathmandu"];
+            let tz = TimeZone::get(zones[zone]).unwrap();
+            let names: Vec<String> = (0..7).filter(|i| days & (1 << i) != 0).map(|i| DAY_NAMES[i].to_string()).collect();
+            let hours = format!("{from_h:02}:00-{:02}:30", from_h + 1);
+            let w = SendWindow::parse(Some(&names), Some(&hours)).unwrap();
+            let t = Timestamp::from_second(start).unwrap();
+            let open = w.next_open(t, &tz);
+            proptest::prop_assert!(open >= t);
+            proptest::prop_assert!(inside(&w, open, &tz), "{} not inside {:?} in {}", open, hours, zones[zone]);
+            let mut probe = t;
+            while probe < open {
+                proptest::prop_assert!(!inside(&w, probe, &tz), "{} was inside but skipped", probe);
+                probe = probe.checked_add(jiff::SignedDuration::from_mins(1)).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -314,3 +314,31 @@ fn the_shipped_schema_is_the_one_the_types_generate() {
         "unknown keys must be flagged by editors too"
     );
 }
+
+#[test]
+fn the_dry_run_prints_the_same_lines_whatever_the_number_of_workers() {
+    let root = repo();
+    let run_with = |jobs: &str| {
+        let o = run(
+            &[
+                "simulate",
+                "--jobs",
+                jobs,
+                "--from",
+                "2026-01-01T00:00:00Z",
+                "--to",
+                "2026-07-01T00:00:00Z",
+            ],
+            &root,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        (text(&o.stdout), text(&o.stderr))
+    };
+    let (one, one_err) = run_with("1");
+    assert!(one.lines().count() > 1000);
+    for jobs in ["2", "3", "7"] {
+        let (many, many_err) = run_with(jobs);
+        assert!(one == many, "--jobs {jobs} changed the output");
+        assert_eq!(one_err, many_err, "--jobs {jobs} changed the report");
+    }
+}

@@ -34,6 +34,7 @@ fn check_simulate(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("--to: {e}"))?,
         accounts: Some(dir.join("accounts.jsonl")),
         events: events.exists().then_some(events),
+        jobs: 1,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = touchpilot::commands::simulate(&sim, &mut out, &mut err);

@@ -540,7 +540,7 @@ impl Account {
             stream::CONTACT,
             u64::from(self.sponsor_gen) << 8 | 2 << 16,
         );
-        *rng.pick(words::SPONSOR_TITLES)
+        rng.pick_copy(words::SPONSOR_TITLES)
     }
 
     /// Active users at `t`; `noise` is a standard normal deviate.

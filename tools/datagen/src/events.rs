@@ -673,12 +673,12 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
             };
             o.str("ticket_id", &format!("T-{}", 10_000 + rng.below(90_000)))
                 .str("priority", priority)
-                .str("subject", *rng.pick(subjects))
+                .str("subject", rng.pick_copy(subjects))
                 .str("requester", &contact);
             "ticket.created"
         }
         Kind::Training => {
-            o.str("course", *rng.pick(words::COURSES))
+            o.str("course", rng.pick_copy(words::COURSES))
                 .str("user", &contact);
             "training.completed"
         }
@@ -700,7 +700,7 @@ fn everyday_event(rng: &mut Rng, a: &Account, at: i64) -> (&'static str, Vec<u8>
             };
             o.str("survey", "nps")
                 .int("score", score)
-                .str("comment", *rng.pick(comments))
+                .str("comment", rng.pick_copy(comments))
                 .str("respondent", &contact);
             "survey.answered"
         }

@@ -83,6 +83,11 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
 
+    /// Picks a copy of an item (word lists of `&'static str`).
+    pub fn pick_copy<T: Copy>(&mut self, items: &[T]) -> T {
+        *self.pick(items)
+    }
+
     /// Picks an item in proportion to its weight.
     pub fn weighted<'a, T>(&mut self, items: &'a [(T, u32)]) -> &'a T {
         let total: u64 = items.iter().map(|(_, w)| u64::from(*w)).sum();
