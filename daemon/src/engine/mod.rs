@@ -240,19 +240,25 @@ impl Engine {
         Some(all)
     }
 
+    /// Evaluates a condition; a failure is false, and reported with `what`
+    /// names it (`segment.when of playbook x`).
     fn check(
         &self,
         cond: &Cond,
         scope: &Scope<'_>,
         at: Timestamp,
         out: &mut Vec<Decision>,
+        what: impl FnOnce() -> String,
     ) -> bool {
         match cond.eval_in(scope) {
             Ok(b) => b,
             Err(message) => {
                 out.push(Decision::Problem {
                     at,
-                    message: format!("condition {message}"),
+                    message: format!(
+                        "{} could not be evaluated, taken as false: {message}",
+                        what()
+                    ),
                 });
                 false
             }
@@ -283,7 +289,9 @@ impl Engine {
             .iter()
             .find(|p| match &p.segment {
                 None => true,
-                Some(c) => self.check(c, &scope, at, out),
+                Some(c) => self.check(c, &scope, at, out, || {
+                    format!("segment.when of playbook `{}`", p.id)
+                }),
             })
             .cloned()
     }
@@ -602,9 +610,14 @@ impl Engine {
             .iter()
             .filter(|m| !st.reached.contains_key(&m.id))
             .filter(|m| {
-                m.reached_when
-                    .as_ref()
-                    .is_some_and(|c| self.check(c, &scope, at, out))
+                m.reached_when.as_ref().is_some_and(|c| {
+                    self.check(c, &scope, at, out, || {
+                        format!(
+                            "reached_when of milestone `{}` (playbook `{}`)",
+                            m.id, pb.id
+                        )
+                    })
+                })
             })
             .map(|m| m.id.clone())
             .collect();
@@ -703,9 +716,14 @@ impl Engine {
                 .filter(|m| {
                     m.reached_on.as_ref().is_some_and(|r| {
                         r.event == kind
-                            && r.when
-                                .as_ref()
-                                .is_none_or(|c| self.check(c, &scope, at, out))
+                            && r.when.as_ref().is_none_or(|c| {
+                                self.check(c, &scope, at, out, || {
+                                    format!(
+                                        "reached_on.when of milestone `{}` (playbook `{}`)",
+                                        m.id, pb.id
+                                    )
+                                })
+                            })
                     })
                 })
                 .map(|m| m.id.clone())
@@ -719,10 +737,11 @@ impl Engine {
                 continue;
             };
             if e.event != kind
-                || !e
-                    .when
-                    .as_ref()
-                    .is_none_or(|c| self.check(c, &scope, at, out))
+                || !e.when.as_ref().is_none_or(|c| {
+                    self.check(c, &scope, at, out, || {
+                        format!("on.when of moment `{}` (playbook `{}`)", m.id, pb.id)
+                    })
+                })
             {
                 continue;
             }
