@@ -522,12 +522,16 @@ impl Engine {
         }
         if let Some(pb) = target {
             self.milestones_by_condition(st, &pb, at, step, out);
-            self.dates_changed(st, &pb, at);
+            // Data changes can move a due time or a date into the past
+            // (an earlier start, a changed renewal date): passed over, never
+            // fired at an instant already gone.
+            self.pass_over_past(st, &pb, at);
         }
     }
 
-    /// On entry: milestone dues and dates that are already past are passed
-    /// over, not fired (the account was elsewhere when they fell due).
+    /// Milestone dues and dates already past are passed over, not fired: on
+    /// entry the account was elsewhere when they fell due; after a data
+    /// change they were not due when their time came.
     fn pass_over_past(&self, st: &mut AccountState, pb: &Playbook, at: Timestamp) {
         if let (Some(onb), Some(start)) = (&pb.onboarding, self.start(st, pb)) {
             for m in &onb.milestones {

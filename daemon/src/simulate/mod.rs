@@ -351,6 +351,7 @@ fn run_part(
         global: &global,
         opts,
         line: Vec::with_capacity(512),
+        printed_before: opts.from,
     };
     let mut decisions = Vec::new();
 
@@ -435,6 +436,8 @@ struct Sim<'a> {
     global: &'a [u32],
     opts: &'a Options,
     line: Vec<u8>,
+    /// Everything before this instant has been printed.
+    printed_before: Timestamp,
 }
 
 impl Sim<'_> {
@@ -453,6 +456,20 @@ impl Sim<'_> {
                         // window opens would cost gigabytes on a weekend.
                         if a.content.is_ok() {
                             a.content = Ok(crate::engine::plan::Content::Empty);
+                        }
+                        // The engine plans nothing for a time already past;
+                        // should it ever, say so rather than print out of order.
+                        if a.at < self.printed_before {
+                            let message = format!(
+                                "internal: moment `{}` planned an action at {} after the dry run had passed it (printed out of order)",
+                                a.moment, a.at
+                            );
+                            let e = self
+                                .summary
+                                .problems
+                                .entry(message)
+                                .or_insert((0, account.to_string()));
+                            e.0 += 1;
                         }
                         self.seq += 1;
                         let moment = self
@@ -493,6 +510,7 @@ impl Sim<'_> {
         emit: &mut Emit<'_>,
     ) -> Result<(), SimError> {
         let no_global_list = |_: &str| false;
+        self.printed_before = self.printed_before.max(limit);
         while let Some(entry) = self.pending.first_entry() {
             let at = entry.key().0;
             if at > limit || (at == limit && !inclusive) {
