@@ -67,12 +67,9 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         Ok(s) => s,
         Err(d) => return Err(vec![d]),
     };
+    // A configuration in the working directory has an empty parent: paths
+    // then stay as written (`playbooks/x.yaml`, not `./playbooks/x.yaml`).
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base
-    };
     let mut sink = Sink {
         file: path,
         diags: &mut diags,
@@ -82,8 +79,12 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         interpolate(s.get(), content_start(&text, s.pos()), env, sink)
     };
 
-    let timezone = match &spec.timezone {
-        Some(tz) => timezone(tz, &mut sink).unwrap_or(TimeZone::UTC),
+    // `${VAR}` may stand in any string of this file.
+    let expand = |v: &Option<Sp<String>>, sink: &mut Sink<'_>| -> Option<Sp<String>> {
+        v.as_ref().map(|s| s.with_value(interp(s, sink)))
+    };
+    let timezone = match expand(&spec.timezone, &mut sink) {
+        Some(tz) => timezone(&tz, &mut sink).unwrap_or(TimeZone::UTC),
         None => TimeZone::UTC,
     };
     let store = spec
@@ -131,8 +132,8 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
     }
     let mut sources = FileSources::default();
     if let Some(f) = spec.sources.as_ref().and_then(|s| s.file.as_ref()) {
-        sources.accounts = f.accounts.as_ref().map(|p| resolve(&base, p));
-        sources.events = f.events.as_ref().map(|p| resolve(&base, p));
+        sources.accounts = expand(&f.accounts, &mut sink).map(|p| resolve(&base, &p));
+        sources.events = expand(&f.events, &mut sink).map(|p| resolve(&base, &p));
     }
     let mut email = Email {
         from: None,
@@ -197,15 +198,30 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         });
 
     // Templates before playbooks: actions are checked against them.
-    let templates_dir = resolve(&base, spec.templates.get());
-    let playbooks_dir = resolve(&base, spec.playbooks.get());
-    let templates = if templates_dir.is_dir() {
+    // A directory named by an unset `${VAR}` is reported once, as the
+    // variable, not again as a missing directory.
+    let errors = |sink: &Sink<'_>| sink.diags.iter().filter(|d| d.is_error()).count();
+    let before = errors(&sink);
+    let templates_spec = spec
+        .templates
+        .with_value(interp(&spec.templates, &mut sink));
+    let templates_unset = errors(&sink) > before;
+    let before = errors(&sink);
+    let playbooks_spec = spec
+        .playbooks
+        .with_value(interp(&spec.playbooks, &mut sink));
+    let playbooks_unset = errors(&sink) > before;
+    let templates_dir = resolve(&base, &templates_spec);
+    let playbooks_dir = resolve(&base, &playbooks_spec);
+    let templates = if templates_unset {
+        Templates::empty()
+    } else if templates_dir.is_dir() {
         let (t, d) = Templates::load(&templates_dir);
         sink.diags.extend(d);
         t
     } else {
         sink.error(
-            spec.templates.pos(),
+            templates_spec.pos(),
             format!(
                 "templates directory `{}` does not exist",
                 templates_dir.display()
@@ -215,7 +231,9 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
     };
 
     let mut playbooks = Vec::new();
-    if playbooks_dir.is_dir() {
+    if playbooks_unset {
+        // Reported above.
+    } else if playbooks_dir.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&playbooks_dir)
             .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
@@ -223,7 +241,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         files.sort();
         if files.is_empty() {
             sink.warn(
-                spec.playbooks.pos(),
+                playbooks_spec.pos(),
                 format!(
                     "no playbook files (*.yaml) in `{}`",
                     playbooks_dir.display()
@@ -262,7 +280,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
         }
     } else {
         sink.error(
-            spec.playbooks.pos(),
+            playbooks_spec.pos(),
             format!(
                 "playbooks directory `{}` does not exist",
                 playbooks_dir.display()
@@ -361,8 +379,8 @@ fn build_playbook(
         let days: Option<Vec<String>> = w
             .days
             .as_ref()
-            .map(|d| d.iter().map(|x| x.get().clone()).collect());
-        for d in w.days.iter().flatten() {
+            .map(|d| d.get().iter().map(|x| x.get().clone()).collect());
+        for d in w.days.iter().flat_map(|d| d.get().iter()) {
             if let Err(e) = SendWindow::parse(Some(std::slice::from_ref(d.get())), None) {
                 s.error(d.pos(), e);
             }
@@ -371,8 +389,12 @@ fn build_playbook(
         match SendWindow::parse(days.as_deref(), hours) {
             Ok(win) => Some(win),
             Err(e) => {
+                // Bad day names were reported one by one above.
                 if e.contains("hours") {
                     s.error(w.hours.as_ref().map(Sp::pos).unwrap_or(Pos::START), e);
+                } else if e.contains("no day") {
+                    let at = w.days.as_ref().map(Sp::pos).unwrap_or(Pos::START);
+                    s.error(at, format!("{e}: list the days emails may go out, such as [mon, tue, wed, thu, fri]"));
                 }
                 None
             }

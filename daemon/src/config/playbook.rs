@@ -6,7 +6,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::spanned::{Scalar, Sp};
+use super::spanned::{Scalar, Sp, nullable};
 
 /// One customer segment and its engagement model.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -27,7 +27,7 @@ pub struct PlaybookSpec {
     /// The onboarding phase: milestones with due dates and escalations.
     pub onboarding: Option<OnboardingSpec>,
     /// Moments of the engagement model: what happens, when, and by whom.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub moments: Vec<MomentSpec>,
 }
 
@@ -46,7 +46,7 @@ pub struct SegmentSpec {
 #[serde(deny_unknown_fields)]
 pub struct SendWindowSpec {
     /// Days of the week (`mon` ... `sun`); default every day.
-    pub days: Option<Vec<Sp<String>>>,
+    pub days: Option<Sp<Vec<Sp<String>>>>,
     /// Local hours as `HH:MM-HH:MM`, start inclusive, end exclusive; default all day.
     pub hours: Option<Sp<String>>,
 }
@@ -60,7 +60,7 @@ pub struct OnboardingSpec {
     /// The account is ongoing after this even if milestones are open (`90d`).
     pub ends_after: Option<Sp<Scalar>>,
     /// Milestones; onboarding completes when all are reached.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub milestones: Vec<MilestoneSpec>,
 }
 
@@ -81,7 +81,7 @@ pub struct MilestoneSpec {
     /// Expected within this long after onboarding starts (`7d`).
     pub due: Option<Sp<Scalar>>,
     /// Actions fired once at start + due if the milestone is not reached by then.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub on_late: Vec<ActionSpec>,
 }
 
@@ -118,7 +118,7 @@ pub struct MomentSpec {
     #[serde(default)]
     pub bypass_limits: bool,
     /// What happens when the moment fires, in order.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub actions: Vec<ActionSpec>,
 }
 

@@ -30,6 +30,15 @@ impl<T> Sp<T> {
     pub fn get(&self) -> &T {
         &self.0.value
     }
+
+    /// Another value at the same place (after `${VAR}` expansion).
+    pub fn with_value<U>(&self, value: U) -> Sp<U> {
+        Sp(serde_saphyr::Spanned::new(
+            value,
+            self.0.referenced,
+            self.0.defined,
+        ))
+    }
 }
 
 impl<T> std::ops::Deref for Sp<T> {
@@ -110,4 +119,14 @@ impl JsonSchema for Scalar {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         schemars::json_schema!({ "type": ["string", "number"] })
     }
+}
+
+/// For lists written with no value (`moments:`): an empty list, as a CS
+/// lead means it, rather than a type error.
+pub fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }

@@ -40,19 +40,34 @@ pub struct CapLedger {
 }
 
 impl CapLedger {
-    /// Records a send at `at` unless `cap` is reached in the window
-    /// `(at - per, at]`; returns whether it may go.
-    pub fn admit(&mut self, cap: &Cap, address: &str, at: Timestamp) -> bool {
-        let key = address.to_ascii_lowercase();
-        let q = self.sent.entry(key).or_default();
+    /// Whether the cap is reached for `address` in the window `(at - per, at]`.
+    pub fn full(&mut self, cap: &Cap, address: &str, at: Timestamp) -> bool {
+        let Some(q) = self.sent.get_mut(&address.to_ascii_lowercase()) else {
+            return false;
+        };
         let start = at.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
         while q.front().is_some_and(|t| *t <= start) {
             q.pop_front();
         }
-        if q.len() >= cap.max as usize {
+        q.len() >= cap.max as usize
+    }
+
+    /// Records an email actually sent to `address` at `at`. Only the
+    /// `per` window ending at a later send matters; older entries are
+    /// dropped when the address is next checked.
+    pub fn record(&mut self, address: &str, at: Timestamp) {
+        self.sent
+            .entry(address.to_ascii_lowercase())
+            .or_default()
+            .push_back(at);
+    }
+
+    /// Checks, then records: whether an email may go (tests and simple callers).
+    pub fn admit(&mut self, cap: &Cap, address: &str, at: Timestamp) -> bool {
+        if self.full(cap, address, at) {
             return false;
         }
-        q.push_back(at);
+        self.record(address, at);
         true
     }
 }
@@ -75,12 +90,14 @@ pub fn verdict(
     if unsubscribed(account, to, suppressed) {
         return Some(Suppression::Unsubscribed);
     }
-    if let Some(cap) = cap
-        && *contact
-        && !action.bypass_limits
-        && !ledger.admit(cap, to, action.at)
-    {
-        return Some(Suppression::FrequencyCap);
+    // Every email actually sent counts toward the address's cap ("the
+    // emails actually sent to that address"); only a contact's email from
+    // a moment without `bypass_limits` can be held back by it.
+    if let Some(cap) = cap {
+        if *contact && !action.bypass_limits && ledger.full(cap, to, action.at) {
+            return Some(Suppression::FrequencyCap);
+        }
+        ledger.record(to, action.at);
     }
     None
 }

@@ -570,14 +570,19 @@ impl Engine {
         else {
             return None;
         };
-        let base = st.account.instant(field, tz)?.ok()?;
         let date = match offset.whole_days() {
-            Some(days) => base
-                .to_zoned(tz.clone())
-                .date()
+            // "The day of the account's date field": the date as written
+            // (CRMs store dates as midnight UTC; the contract's own example
+            // is `2027-01-05T00:00:00Z` for a New York account: January 5).
+            Some(days) => st
+                .account
+                .date_as_written(field)?
                 .checked_add(jiff::Span::new().days(days))
                 .ok()?,
-            None => add(base, offset.span()).to_zoned(tz.clone()).date(),
+            None => {
+                let base = st.account.instant(field, tz)?.ok()?;
+                add(base, offset.span()).to_zoned(tz.clone()).date()
+            }
         };
         Some(crate::schedule::at_local(tz, date, *hour, *minute))
     }
@@ -903,9 +908,14 @@ impl Engine {
             match &m.trigger {
                 Trigger::Schedule(s) => {
                     // Each schedule keeps its own mark, so that two moments
-                    // due at the same instant both fire.
+                    // due at the same instant both fire; and never reaches
+                    // before the account's clock (a timezone change must not
+                    // produce an occurrence in the past).
                     let handled = st.moment(&pb.id, &m.id).and_then(|s| s.occurrence_handled);
-                    let floor = handled.map_or(entry_floor, |h| h.max(entry_floor));
+                    let clock_floor = st.clock.checked_sub(TICK).unwrap_or(st.clock);
+                    let floor = handled
+                        .map_or(entry_floor, |h| h.max(entry_floor))
+                        .max(clock_floor);
                     if let Some(t) = s.next_after(floor, &tz) {
                         offer(t, Timer::Moment(i));
                     }
@@ -951,10 +961,10 @@ impl Engine {
                     .as_ref()
                     .expect("late timers come from onboarding")
                     .milestones[i];
+                // The contract's only condition is "if not reached" (a
+                // reached milestone has no timer): a due at or after
+                // `ends_after` still escalates.
                 st.moment_mut(&pb.id, &m.id).late_handled = true;
-                if self.phase(st, &pb, at) != Phase::Onboarding {
-                    return;
-                }
                 step.queue(&pb.id, "milestone.late", json!({"milestone": m.id}));
                 let actions = plan::plan(self, st, &pb, plan::Source::Milestone(m), at, None, out);
                 out.push(Decision::Fired {

@@ -69,6 +69,7 @@ impl Account {
         };
         if let Some(c) = map.get("contacts")
             && !c.is_array()
+            && !c.is_null()
         {
             return Err("field `contacts` must be an array".to_string());
         }
@@ -188,6 +189,19 @@ impl Account {
         Some(parse_instant(&s, &tz()).map_err(|e| format!("field `{field}`: {e}")))
     }
 
+    /// The calendar date a date or timestamp field names, as written: the
+    /// date part of `2027-01-05T00:00:00Z` is January 5 wherever the
+    /// account is. `None` when absent or not a date.
+    pub fn date_as_written(&self, field: &str) -> Option<jiff::civil::Date> {
+        let s = serde_json::from_str::<Cow<'_, str>>(self.fields.get(field)?.get()).ok()?;
+        if let Ok(d) = s.parse::<jiff::civil::Date>() {
+            return Some(d);
+        }
+        // Only a well-formed timestamp lends its date part.
+        s.parse::<Timestamp>().ok()?;
+        s.get(..10)?.parse().ok()
+    }
+
     /// Applies an RFC 7396 merge patch. The id cannot change.
     pub fn merge(&mut self, patch: &Value) -> Result<(), String> {
         let Value::Object(p) = patch else {
@@ -249,10 +263,12 @@ fn derive_revenue(map: &mut Map<String, Value>, from_mrr: bool, from_arr: bool) 
 
 /// A whole number when the value is integral, so `arr` stays an `int` in CEL.
 fn number(x: f64) -> Value {
+    // Exact, not rounded: rounding 4999.999 to 5000.00 would change which
+    // segment `mrr >= 5000` puts the account in.
     if x.fract() == 0.0 && x.abs() < 9.0e15 {
         Value::from(x as i64)
     } else {
-        serde_json::Number::from_f64((x * 100.0).round() / 100.0)
+        serde_json::Number::from_f64(x)
             .map(Value::Number)
             .unwrap_or(Value::Null)
     }
@@ -331,6 +347,25 @@ mod tests {
         assert_eq!(back.id(), "a");
         assert_eq!(back.contacts()[0].email, "x@y.io");
         assert!(serde_json::from_str::<Account>(r#"{"name": "no id"}"#).is_err());
+    }
+
+    #[test]
+    fn derived_revenue_is_exact_so_segments_do_not_shift() {
+        let a = Account::from_json(json!({"id": "a", "arr": 59999.99})).unwrap();
+        assert!(a.get("mrr").unwrap().as_f64().unwrap() < 5000.0);
+        let b = Account::from_json(json!({"id": "b", "contacts": null})).unwrap();
+        assert!(b.contacts().is_empty());
+    }
+
+    #[test]
+    fn dates_are_read_as_written() {
+        let a = Account::from_json(
+            json!({"id": "a", "r": "2027-01-05T00:00:00Z", "d": "2027-02-01", "x": "soon"}),
+        )
+        .unwrap();
+        assert_eq!(a.date_as_written("r"), Some(jiff::civil::date(2027, 1, 5)));
+        assert_eq!(a.date_as_written("d"), Some(jiff::civil::date(2027, 2, 1)));
+        assert_eq!(a.date_as_written("x"), None);
     }
 
     #[test]

@@ -37,16 +37,20 @@ struct EmailMeta {
     reply_to: bool,
 }
 
-/// The front matter block of an email template.
+/// The front matter block of an email template. The contract asks for "at
+/// least `subject`": other keys (a preheader, notes for editors) are kept
+/// out of the way, not refused.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FrontMatter {
     /// The subject line; itself a template.
-    subject: String,
+    subject: Option<String>,
     /// Overrides the configured From for this template.
     from: Option<String>,
     /// A Reply-To header, such as the account owner's address.
     reply_to: Option<String>,
+    /// Anything else, kept only to suggest `subject` for a near miss.
+    #[serde(flatten)]
+    other: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// A rendered email, ready for a transport.
@@ -68,15 +72,34 @@ pub struct RenderedEmail {
 pub struct Ctx(handlebars::Context);
 
 impl Ctx {
-    pub fn new(data: serde_json::Value) -> Ctx {
+    pub fn new(mut data: serde_json::Value) -> Ctx {
+        strip_nulls(&mut data);
         Ctx(handlebars::Context::from(data))
     }
 
     /// Sets one top-level variable.
-    pub fn set(&mut self, key: &str, value: serde_json::Value) {
+    pub fn set(&mut self, key: &str, mut value: serde_json::Value) {
+        strip_nulls(&mut value);
         if let serde_json::Value::Object(map) = self.0.data_mut() {
-            map.insert(key.to_string(), value);
+            if value.is_null() {
+                map.remove(key);
+            } else {
+                map.insert(key.to_string(), value);
+            }
         }
+    }
+}
+
+/// Removes null members: a contact whose name is `null` has no name, and
+/// `{{contact.name}}` must fail rather than print a blank.
+fn strip_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, x| !x.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 
@@ -246,7 +269,19 @@ impl Templates {
                 return diags;
             }
         };
-        let subject = match handlebars::Template::compile(&meta.subject) {
+        let Some(subject_source) = &meta.subject else {
+            let keys: Vec<&str> = meta.other.keys().map(String::as_str).collect();
+            let hint = crate::config::diag::did_you_mean("subject", keys.iter().copied())
+                .map(|k| format!(" (found `{k}`: did you mean `subject`?)"))
+                .unwrap_or_default();
+            diags.push(Diagnostic::error(
+                path,
+                Pos::new(2, 1),
+                format!("front matter: missing key `subject`{hint}"),
+            ));
+            return diags;
+        };
+        let subject = match handlebars::Template::compile(subject_source) {
             Ok(t) => t,
             Err(e) => {
                 diags.push(compile_diag(path, 1, &e));

@@ -43,6 +43,22 @@ fn a_missing_variable_fails_and_is_named() {
 }
 
 #[test]
+fn a_null_is_missing_not_blank() {
+    let (t, _, _dir) = load(&[("hi.hbs", "---\nsubject: Hi\n---\nHello {{contact.name}}\n")]);
+    let mut c = raw();
+    c["contact"]["name"] = serde_json::Value::Null;
+    let e = t.render_email("hi", &Ctx::new(c)).unwrap_err();
+    assert!(
+        e.message.contains("missing variable `contact.name`"),
+        "{}",
+        e.message
+    );
+    let mut ctx = ctx();
+    ctx.set("contact", json!({"email": "x@y.io", "name": null}));
+    assert!(t.render_email("hi", &ctx).is_err());
+}
+
+#[test]
 fn a_missing_variable_inside_if_fails_instead_of_hiding_the_block() {
     let (t, _, _dir) = load(&[(
         "hi.hbs",
@@ -133,11 +149,19 @@ fn compile_errors_point_into_the_file() {
     assert!(d[0].message.contains("without a text part"), "{:?}", d[0]);
     let (_, d, _dir) = load(&[("fm.hbs", "---\nsubjekt: x\n---\nbody")]);
     assert!(
-        d[0].message.contains("did you mean `subject`"),
+        d[0].message
+            .contains("missing key `subject` (found `subjekt`: did you mean `subject`?)"),
         "{:?}",
         d[0]
     );
-    assert_eq!(d[0].line, 2);
+    let (t, d, _dir) = load(&[(
+        "extra.hbs",
+        "---\nsubject: x\npreheader: Quarterly\n---\nbody",
+    )]);
+    assert!(
+        d.is_empty() && t.has("extra", Kind::Email),
+        "other front matter keys are allowed: {d:?}"
+    );
 }
 
 #[test]

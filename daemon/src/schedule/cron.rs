@@ -124,24 +124,24 @@ impl Schedule {
         next
     }
 
+    /// Walks the pattern's wall-clock (civil) times from `after`'s local
+    /// time and maps each to an instant with the contract's DST rule
+    /// (`local_instant`). The library's own zoned search applies that rule
+    /// only to fixed-time patterns: for lists, steps and hourly patterns it
+    /// runs a repeated hour twice and skips the times inside a gap.
     fn search(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
-        let start = after.to_zoned(tz.clone());
-        let next = self.cron.find_next_occurrence(&start, false).ok()?;
-        let next = next.timestamp();
-        // Never go backwards, whatever a DST edge case does inside the
-        // library: the scheduler's termination depends on it.
-        if next > after {
-            Some(next)
-        } else {
-            let nudged = after
-                .checked_add(jiff::SignedDuration::from_secs(60))
-                .ok()?;
-            let again = self
-                .cron
-                .find_next_occurrence(&nudged.to_zoned(tz.clone()), true)
-                .ok()?;
-            (again.timestamp() > after).then(|| again.timestamp())
+        let mut civil = after.to_zoned(tz.clone()).datetime();
+        // A gap (at most a few hours) can hold many candidates that all
+        // resolve to the same instant; a fold repeats at most one or two
+        // hours. Anything beyond is a candidate after `after`.
+        for _ in 0..10_000 {
+            civil = self.cron.find_next_occurrence(&civil, false).ok()?;
+            let instant = super::local_instant(tz, civil);
+            if instant > after {
+                return Some(instant);
+            }
         }
+        None
     }
 }
 
@@ -198,6 +198,49 @@ mod tests {
         assert_eq!(
             run("30 1 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", 2),
             ["2026-10-24T23:30:00Z", "2026-10-26T00:30:00Z"]
+        );
+    }
+
+    #[test]
+    fn lists_steps_and_hourly_patterns_follow_the_same_dst_rule() {
+        // 02:30 does not exist on 2026-03-08 in New York: 03:00 EDT instead.
+        assert_eq!(
+            run(
+                "30 1,2 * * *",
+                "America/New_York",
+                "2026-03-08T00:00:00Z",
+                2
+            ),
+            ["2026-03-08T06:30:00Z", "2026-03-08T07:00:00Z"]
+        );
+        // 01:30 happens twice on 2026-11-01: once, at the first (EDT).
+        assert_eq!(
+            run(
+                "30 1,2 * * *",
+                "America/New_York",
+                "2026-11-01T00:00:00Z",
+                2
+            ),
+            ["2026-11-01T05:30:00Z", "2026-11-01T07:30:00Z"]
+        );
+        // Hourly across Berlin's fall-back: local 02:00 fires once.
+        assert_eq!(
+            run("0 * * * *", "Europe/Berlin", "2026-10-24T23:30:00Z", 3),
+            [
+                "2026-10-25T00:00:00Z",
+                "2026-10-25T02:00:00Z",
+                "2026-10-25T03:00:00Z"
+            ]
+        );
+        // Every 20 minutes in a skipped hour: one firing at the gap's end.
+        assert_eq!(
+            run(
+                "*/20 2 * * *",
+                "America/New_York",
+                "2026-03-08T00:00:00Z",
+                2
+            ),
+            ["2026-03-08T07:00:00Z", "2026-03-09T06:00:00Z"]
         );
     }
 

@@ -342,3 +342,54 @@ fn the_dry_run_prints_the_same_lines_whatever_the_number_of_workers() {
         assert_eq!(one_err, many_err, "--jobs {jobs} changed the report");
     }
 }
+
+#[test]
+fn environment_variables_work_in_every_path_of_the_configuration() {
+    let dir = setup();
+    let cfg = dir.path().join("touchpilot.yaml");
+    let c = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("playbooks: playbooks", "playbooks: \"${TP_TEST_PB}\"");
+    std::fs::write(&cfg, c).unwrap();
+    let ok = Command::new(bin())
+        .arg("validate")
+        .current_dir(dir.path())
+        .env("TP_TEST_PB", "playbooks")
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+    let unset = run(&["validate"], dir.path());
+    assert_eq!(unset.status.code(), Some(1));
+    let out = text(&unset.stdout);
+    assert!(
+        out.contains("touchpilot.yaml:1:13: environment variable `TP_TEST_PB` is not set"),
+        "{out}"
+    );
+    assert!(!out.contains("does not exist"), "no follow-on error: {out}");
+}
+
+#[test]
+fn a_send_window_without_days_or_lists_without_values_are_handled() {
+    let dir = setup();
+    let pb = dir.path().join("playbooks/main.yaml");
+    std::fs::write(
+        &pb,
+        "send_window:\n  days: []\n  hours: \"09:00-17:00\"\nmoments:\n",
+    )
+    .unwrap();
+    let o = run(&["validate"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stdout).contains("playbooks/main.yaml:2:9: send window allows no day at all"),
+        "{}",
+        text(&o.stdout)
+    );
+    std::fs::write(&pb, "moments:\n").unwrap();
+    let o = run(&["validate"], dir.path());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "an empty `moments:` is an empty list: {}",
+        text(&o.stdout)
+    );
+}
