@@ -52,14 +52,16 @@ impl CapLedger {
         q.len() >= cap.max as usize
     }
 
-    /// Records an email actually sent to `address` at `at`. Only the
-    /// `per` window ending at a later send matters; older entries are
-    /// dropped when the address is next checked.
-    pub fn record(&mut self, address: &str, at: Timestamp) {
-        self.sent
-            .entry(address.to_ascii_lowercase())
-            .or_default()
-            .push_back(at);
+    /// Records an email actually sent to `address` at `at`, dropping the
+    /// entries no later window can reach (an owner's address is never
+    /// checked, so checking alone would keep a year of its sends).
+    pub fn record(&mut self, cap: &Cap, address: &str, at: Timestamp) {
+        let q = self.sent.entry(address.to_ascii_lowercase()).or_default();
+        let start = at.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
+        while q.front().is_some_and(|t| *t <= start) {
+            q.pop_front();
+        }
+        q.push_back(at);
     }
 
     /// Checks, then records: whether an email may go (tests and simple callers).
@@ -67,7 +69,7 @@ impl CapLedger {
         if self.full(cap, address, at) {
             return false;
         }
-        self.record(address, at);
+        self.record(cap, address, at);
         true
     }
 }
@@ -97,7 +99,7 @@ pub fn verdict(
         if *contact && !action.bypass_limits && ledger.full(cap, to, action.at) {
             return Some(Suppression::FrequencyCap);
         }
-        ledger.record(to, action.at);
+        ledger.record(cap, to, action.at);
     }
     None
 }
