@@ -15,3 +15,4 @@ pub mod render;
 pub mod schedule;
 pub mod simulate;
 pub mod source;
+pub mod store;

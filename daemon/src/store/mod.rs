@@ -1,0 +1,221 @@
+//! The store: the only module that knows SQL. Everything the daemon needs
+//! to resume after a crash lives here: accounts with their engine state and
+//! next due time, ingested events, the outbox, suppressions and the sends
+//! that frequency caps count.
+//!
+//! `Store` is the contract both databases implement (SQLite now, PostgreSQL
+//! next), and `tests::suite` the one test suite both must pass. Every write
+//! that acknowledges something (an event accepted, a step's outbox rows) is
+//! one transaction, committed durably before the call returns.
+
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::engine::AccountState;
+use crate::model::event::Event;
+
+/// Store failures. `Conflict` is expected under concurrency (another
+/// writer moved first) and means: reload and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("account `{0}` was changed by another writer; reload and retry")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The outcome of an ingest: how many events were new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+/// An event accepted and not yet applied, in the order to apply them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Arrival order; ties in `at` are applied in this order.
+    pub seq: i64,
+    pub event: Event,
+    /// `at`, or the receipt time when the event had none.
+    pub at: Timestamp,
+}
+
+/// An account's state as stored, with the version that guards its update.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub state: AccountState,
+    pub version: i64,
+}
+
+/// One outbox row to create. `key` is the idempotency key (playbook,
+/// moment, account, occurrence, action, recipient): creating the same key
+/// twice creates one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbox {
+    pub key: String,
+    pub account: String,
+    /// `email`, `webhook` or `connector`.
+    pub kind: String,
+    /// Everything the sender needs: target, rendered content, headers.
+    pub payload: Value,
+    /// When it may go out.
+    pub at: Timestamp,
+}
+
+/// What one engine step writes, atomically.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub state: AccountState,
+    /// The version the state was loaded at (`None`: a new account).
+    pub expected_version: Option<i64>,
+    pub next_due: Option<Timestamp>,
+    /// Events this step applied.
+    pub applied: Vec<i64>,
+    pub outbox: Vec<NewOutbox>,
+}
+
+/// A claimed outbox row. `token` fences the claim: once the lease has
+/// expired and someone else claimed the row, this token no longer works.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub id: String,
+    pub token: i64,
+    pub key: String,
+    pub account: String,
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i64,
+}
+
+/// Where an outbox row stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Sending,
+    Sent,
+    Dead,
+    Suppressed,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sending => "sending",
+            OutboxState::Sent => "sent",
+            OutboxState::Dead => "dead",
+            OutboxState::Suppressed => "suppressed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        Some(match s {
+            "pending" => OutboxState::Pending,
+            "sending" => OutboxState::Sending,
+            "sent" => OutboxState::Sent,
+            "dead" => OutboxState::Dead,
+            "suppressed" => OutboxState::Suppressed,
+            _ => return None,
+        })
+    }
+}
+
+/// How a claimed row ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Sent,
+    /// A retryable failure: pending again from `next_attempt`.
+    Retry {
+        next_attempt: Timestamp,
+        error: String,
+    },
+    /// A fatal failure: kept with its reason in the dead letters.
+    Dead {
+        error: String,
+    },
+    /// Not sent: unsubscribed or over the cap at send time.
+    Suppressed {
+        reason: String,
+    },
+}
+
+/// The persistence contract of the daemon. Implementations must make every
+/// method that returns `Ok` durable before it returns.
+pub trait Store: Send + Sync {
+    /// Accepts events: all of them or none. An event whose id was accepted
+    /// before is a duplicate and is not stored again.
+    fn ingest(
+        &self,
+        events: &[Event],
+        received: Timestamp,
+    ) -> impl Future<Output = Result<Ingested>> + Send;
+
+    /// Accepted events not yet applied, oldest first.
+    fn pending_events(&self, limit: i64) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
+
+    fn load_account(&self, id: &str) -> impl Future<Output = Result<Option<Loaded>>> + Send;
+
+    /// Writes one engine step: the account's new state and due time, the
+    /// events it applied, the outbox rows it planned. All or nothing; a
+    /// stale `expected_version` is a `Conflict` and writes nothing.
+    fn commit_step(&self, step: &Step) -> impl Future<Output = Result<()>> + Send;
+
+    /// Accounts whose next due time is at or before `now`, earliest first.
+    fn due_accounts(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// The earliest due time of any account (the scheduler sleeps until it).
+    fn next_due(&self) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
+
+    /// Claims up to `limit` rows due at `now` (pending, or sending with an
+    /// expired lease) for `lease` from now.
+    fn claim(
+        &self,
+        now: Timestamp,
+        lease: jiff::SignedDuration,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Claimed>>> + Send;
+
+    /// Ends a claim. Returns false, changing nothing, when the claim's token
+    /// is no longer current (its lease expired and it was claimed again).
+    fn finish(
+        &self,
+        id: &str,
+        token: i64,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    fn outbox_state(&self, key: &str) -> impl Future<Output = Result<Option<OutboxState>>> + Send;
+
+    /// Records an unsubscribe (idempotent).
+    fn suppress(
+        &self,
+        address: &str,
+        source: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn is_suppressed(&self, address: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Emails sent to `address` after `since` (for the frequency cap).
+    fn sends_since(
+        &self,
+        address: &str,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<i64>> + Send;
+}

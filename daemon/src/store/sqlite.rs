@@ -1,0 +1,416 @@
+//! The SQLite store: one file, WAL journal, `synchronous=FULL` so that a
+//! committed write survives power loss, writes serialised by SQLite itself
+//! (`BEGIN IMMEDIATE` where a read decides a write).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    Claimed, Ingested, Loaded, OutboxState, Outcome, Result, Step, Store, StoreError, StoredEvent,
+};
+use crate::engine::AccountState;
+use crate::model::event::Event;
+
+/// Schema versions, applied in order, each in one transaction.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE,
+    account TEXT NOT NULL,
+    type TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    applied INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX events_pending ON events (applied, at, seq);
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    next_due INTEGER
+);
+CREATE INDEX accounts_due ON accounts (next_due) WHERE next_due IS NOT NULL;
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    account TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    lease_until INTEGER,
+    token INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated INTEGER NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt);
+CREATE TABLE suppressions (
+    address TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE sends (
+    address TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX sends_by_address ON sends (address, at);
+"#];
+
+/// Instants as integer microseconds: they order and compare in SQL.
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn instant(us: i64) -> Result<Timestamp> {
+    Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(format!("timestamp {us}: {e}")))
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite:PATH`, as in `touchpilot.yaml`).
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: i64 = sqlx::query("SELECT value FROM meta WHERE key = 'schema_version'")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get::<String, _>(0).parse().unwrap_or(0))
+            .unwrap_or(0);
+        if current as usize > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {current} is newer than this touchpilot ({}); upgrade touchpilot",
+                MIGRATIONS.len()
+            )));
+        }
+        for sql in &MIGRATIONS[current as usize..] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(MIGRATIONS.len().to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A pragma's value, for tests of the durability settings.
+    pub async fn pragma(&self, name: &'static str) -> Result<String> {
+        let sql = match name {
+            "synchronous" => "PRAGMA synchronous",
+            "journal_mode" => "PRAGMA journal_mode",
+            _ => return Err(StoreError::Corrupt(format!("unknown pragma {name}"))),
+        };
+        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
+        Ok(row
+            .try_get::<String, _>(0)
+            .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))?)
+    }
+}
+
+impl Store for SqliteStore {
+    async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Ingested {
+            accepted: 0,
+            duplicates: 0,
+        };
+        for e in events {
+            let at = e.at.unwrap_or(received);
+            let done = sqlx::query(
+                "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(e.id.as_deref())
+            .bind(&e.account)
+            .bind(&e.kind)
+            .bind(micros(at))
+            .bind(micros(received))
+            .bind(e.data.to_string())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                out.accepted += 1;
+            } else {
+                out.duplicates += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, account, type, at, data FROM events WHERE applied = 0 ORDER BY at, seq LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let at = instant(r.get("at"))?;
+                let data: String = r.get("data");
+                Ok(StoredEvent {
+                    seq: r.get("seq"),
+                    at,
+                    event: Event {
+                        id: r.get("id"),
+                        account: r.get("account"),
+                        kind: r.get("type"),
+                        at: Some(at),
+                        data: serde_json::from_str(&data)
+                            .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn load_account(&self, id: &str) -> Result<Option<Loaded>> {
+        let Some(row) = sqlx::query("SELECT state, version FROM accounts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state: String = row.get("state");
+        let state: AccountState = serde_json::from_str(&state)
+            .map_err(|e| StoreError::Corrupt(format!("state of account `{id}`: {e}")))?;
+        Ok(Some(Loaded {
+            state,
+            version: row.get("version"),
+        }))
+    }
+
+    async fn commit_step(&self, step: &Step) -> Result<()> {
+        let id = step.state.id().to_string();
+        let state =
+            serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let next_due = step.next_due.map(micros);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let written = match step.expected_version {
+            Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
+                .bind(&state)
+                .bind(next_due)
+                .bind(&id)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES (?, ?, 1, ?) ON CONFLICT (id) DO NOTHING")
+                .bind(&id)
+                .bind(&state)
+                .bind(next_due)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+        };
+        if written != 1 {
+            // Dropping the transaction rolls it back: nothing is written.
+            return Err(StoreError::Conflict(id));
+        }
+        for seq in &step.applied {
+            sqlx::query("UPDATE events SET applied = 1 WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let now = micros(Timestamp::now());
+        for o in &step.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, updated) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&o.key)
+            .bind(&o.account)
+            .bind(&o.kind)
+            .bind(o.payload.to_string())
+            .bind(micros(o.at))
+            .bind(micros(o.at))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_accounts(&self, now: Timestamp, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM accounts WHERE next_due IS NOT NULL AND next_due <= ? ORDER BY next_due LIMIT ?")
+            .bind(micros(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get("id")).collect())
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>> {
+        let row = sqlx::query("SELECT MIN(next_due) FROM accounts")
+            .fetch_one(&self.pool)
+            .await?;
+        row.get::<Option<i64>, _>(0).map(instant).transpose()
+    }
+
+    async fn claim(
+        &self,
+        now: Timestamp,
+        lease: SignedDuration,
+        limit: i64,
+    ) -> Result<Vec<Claimed>> {
+        let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
+             WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE (state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2)
+                 ORDER BY next_attempt LIMIT ?3)
+             RETURNING id, token, key, account, kind, payload, attempts",
+        )
+        .bind(micros(until))
+        .bind(micros(now))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                let payload: String = r.get("payload");
+                Ok(Claimed {
+                    id: r.get("id"),
+                    token: r.get("token"),
+                    key: r.get("key"),
+                    account: r.get("account"),
+                    kind: r.get("kind"),
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+                    attempts: r.get("attempts"),
+                })
+            })
+            .collect()
+    }
+
+    async fn finish(
+        &self,
+        id: &str,
+        token: i64,
+        outcome: &Outcome,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (state, next, error) = match outcome {
+            Outcome::Sent => (OutboxState::Sent, None, None),
+            Outcome::Retry {
+                next_attempt,
+                error,
+            } => (
+                OutboxState::Pending,
+                Some(micros(*next_attempt)),
+                Some(error.as_str()),
+            ),
+            Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
+            Outcome::Suppressed { reason } => {
+                (OutboxState::Suppressed, None, Some(reason.as_str()))
+            }
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = ?, lease_until = NULL, updated = ?
+             WHERE id = ? AND token = ? AND state = 'sending'
+             RETURNING kind, payload",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(error)
+        .bind(micros(now))
+        .bind(id)
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        // A sent email counts toward its address's cap, in the same commit.
+        if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
+            let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
+                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+            if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
+                sqlx::query("INSERT INTO sends (address, at) VALUES (?, ?)")
+                    .bind(to.to_ascii_lowercase())
+                    .bind(micros(now))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
+        let row = sqlx::query("SELECT state FROM outbox WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let s: String = r.get(0);
+            OutboxState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("outbox state `{s}`")))
+        })
+        .transpose()
+    }
+
+    async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {
+        sqlx::query("INSERT INTO suppressions (address, source, at) VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING")
+            .bind(address.to_ascii_lowercase())
+            .bind(source)
+            .bind(micros(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_suppressed(&self, address: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM suppressions WHERE address = ?")
+            .bind(address.to_ascii_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn sends_since(&self, address: &str, since: Timestamp) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM sends WHERE address = ? AND at > ?")
+            .bind(address.to_ascii_lowercase())
+            .bind(micros(since))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+}

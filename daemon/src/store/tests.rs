@@ -1,0 +1,369 @@
+//! The store's contract, as one suite every implementation runs (SQLite
+//! here; PostgreSQL runs the same `suite`), plus SQLite's own settings.
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+
+use super::sqlite::SqliteStore;
+use super::*;
+use crate::model::account::Account;
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn event(id: Option<&str>, account: &str, at: &str) -> Event {
+    Event {
+        id: id.map(str::to_string),
+        account: account.into(),
+        kind: "ticket.created".into(),
+        at: Some(t(at)),
+        data: json!({"priority": "urgent"}),
+    }
+}
+
+fn state(id: &str) -> AccountState {
+    AccountState::new(
+        Account::from_json(json!({"id": id, "name": "Acme"})).unwrap(),
+        t("2026-01-01T00:00:00Z"),
+    )
+}
+
+fn email(key: &str, to: &str, at: &str) -> NewOutbox {
+    NewOutbox {
+        key: key.into(),
+        account: "a".into(),
+        kind: "email".into(),
+        payload: json!({"to": to, "subject": "Hi"}),
+        at: t(at),
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&format!(
+        "sqlite:{}",
+        dir.path().join("touchpilot.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+/// The behaviour every store must have.
+async fn suite<S: Store>(s: &S) {
+    // Ingest: all-or-nothing, idempotent by id; events without id are new.
+    let got = s
+        .ingest(
+            &[
+                event(Some("e1"), "a", "2026-01-02T00:00:00Z"),
+                event(Some("e2"), "a", "2026-01-01T00:00:00Z"),
+                event(Some("e1"), "a", "2026-01-03T00:00:00Z"),
+            ],
+            t("2026-01-05T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Ingested {
+            accepted: 2,
+            duplicates: 1
+        }
+    );
+    let got = s
+        .ingest(
+            &[
+                event(Some("e1"), "a", "2026-01-02T00:00:00Z"),
+                event(None, "a", "2026-01-04T00:00:00Z"),
+                event(None, "a", "2026-01-04T00:00:00Z"),
+            ],
+            t("2026-01-05T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Ingested {
+            accepted: 2,
+            duplicates: 1
+        }
+    );
+    let pending = s.pending_events(10).await.unwrap();
+    let order: Vec<_> = pending.iter().map(|p| (p.event.id.clone(), p.at)).collect();
+    assert_eq!(
+        order[0].0.as_deref(),
+        Some("e2"),
+        "oldest `at` first: {order:?}"
+    );
+    assert_eq!(pending.len(), 4);
+    assert_eq!(pending[0].event.data, json!({"priority": "urgent"}));
+
+    // A step: state, due time, applied events and outbox rows together.
+    assert!(s.load_account("a").await.unwrap().is_none());
+    let mut step = Step {
+        state: state("a"),
+        expected_version: None,
+        next_due: Some(t("2026-01-10T00:00:00Z")),
+        applied: vec![pending[0].seq],
+        outbox: vec![
+            email("k1", "Ann@acme.example", "2026-01-05T00:00:00Z"),
+            email("k1", "ann@acme.example", "2026-01-05T00:00:00Z"),
+        ],
+    };
+    s.commit_step(&step).await.unwrap();
+    assert_eq!(
+        s.pending_events(10).await.unwrap().len(),
+        3,
+        "the applied event is done"
+    );
+    let loaded = s.load_account("a").await.unwrap().unwrap();
+    assert_eq!(loaded.state.id(), "a");
+    assert_eq!(
+        s.outbox_state("k1").await.unwrap(),
+        Some(OutboxState::Pending),
+        "one row per key"
+    );
+
+    // A stale version writes nothing at all.
+    step.expected_version = Some(loaded.version);
+    step.outbox = vec![email("k2", "bob@acme.example", "2026-01-05T00:00:00Z")];
+    step.applied = vec![];
+    s.commit_step(&step).await.unwrap();
+    let stale = s
+        .commit_step(&Step {
+            outbox: vec![email("k3", "x@acme.example", "2026-01-05T00:00:00Z")],
+            ..step.clone()
+        })
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict(ref id)) if id == "a"),
+        "{stale:?}"
+    );
+    assert_eq!(
+        s.outbox_state("k3").await.unwrap(),
+        None,
+        "a conflicting step leaves no outbox row"
+    );
+
+    // Due accounts.
+    assert_eq!(s.next_due().await.unwrap(), Some(t("2026-01-10T00:00:00Z")));
+    assert!(
+        s.due_accounts(t("2026-01-09T23:59:59Z"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.due_accounts(t("2026-01-10T00:00:00Z"), 10).await.unwrap(),
+        ["a"]
+    );
+
+    // Claims: leased, fenced, rescued when the lease expires.
+    let now = t("2026-01-05T00:00:00Z");
+    let lease = SignedDuration::from_secs(30);
+    let first = s.claim(now, lease, 10).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let k1 = first.iter().find(|c| c.key == "k1").unwrap().clone();
+    assert!(
+        s.claim(now + SignedDuration::from_secs(10), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased rows are not claimed twice"
+    );
+    let rescued = s
+        .claim(now + SignedDuration::from_secs(31), lease, 10)
+        .await
+        .unwrap();
+    let k1b = rescued.iter().find(|c| c.key == "k1").unwrap().clone();
+    assert!(k1b.token > k1.token && k1b.attempts == 2);
+    assert!(
+        !s.finish(&k1.id, k1.token, &Outcome::Sent, now)
+            .await
+            .unwrap(),
+        "an expired claim changes nothing"
+    );
+    assert_eq!(
+        s.outbox_state("k1").await.unwrap(),
+        Some(OutboxState::Sending)
+    );
+    assert!(
+        s.finish(
+            &k1b.id,
+            k1b.token,
+            &Outcome::Sent,
+            t("2026-01-05T00:01:00Z")
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.finish(&k1b.id, k1b.token, &Outcome::Sent, now)
+            .await
+            .unwrap(),
+        "finishing twice changes nothing"
+    );
+    assert_eq!(s.outbox_state("k1").await.unwrap(), Some(OutboxState::Sent));
+    assert_eq!(
+        s.sends_since("ANN@acme.example", t("2026-01-01T00:00:00Z"))
+            .await
+            .unwrap(),
+        1,
+        "a sent email counts toward the cap"
+    );
+    assert_eq!(
+        s.sends_since("ann@acme.example", t("2026-01-05T00:01:00Z"))
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Retry later, then dead-letter with the reason.
+    let k2 = rescued.iter().find(|c| c.key == "k2").unwrap().clone();
+    let later = t("2026-01-05T01:00:00Z");
+    assert!(
+        s.finish(
+            &k2.id,
+            k2.token,
+            &Outcome::Retry {
+                next_attempt: later,
+                error: "smtp 451".into()
+            },
+            now
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        s.outbox_state("k2").await.unwrap(),
+        Some(OutboxState::Pending)
+    );
+    assert!(
+        s.claim(t("2026-01-05T00:59:59Z"), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before its next attempt"
+    );
+    let again = s.claim(later, lease, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 3);
+    assert!(
+        s.finish(
+            &again[0].id,
+            again[0].token,
+            &Outcome::Dead {
+                error: "smtp 550 no such user".into()
+            },
+            later
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(s.outbox_state("k2").await.unwrap(), Some(OutboxState::Dead));
+    assert_eq!(
+        s.sends_since("bob@acme.example", t("2026-01-01T00:00:00Z"))
+            .await
+            .unwrap(),
+        0,
+        "a dead email was not sent"
+    );
+
+    // Suppressions: idempotent, case-insensitive.
+    assert!(!s.is_suppressed("ann@acme.example").await.unwrap());
+    s.suppress("Ann@Acme.example", "link", now).await.unwrap();
+    s.suppress("ann@acme.example", "link", now).await.unwrap();
+    assert!(s.is_suppressed("ANN@acme.example").await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    suite(&open(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_commits_survive_power_loss_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    // FULL (2) with WAL: a commit is on disk before it returns.
+    assert_eq!(s.pragma("synchronous").await.unwrap(), "2");
+    assert_eq!(s.pragma("journal_mode").await.unwrap(), "wal");
+    s.ingest(
+        &[event(Some("e1"), "a", "2026-01-02T00:00:00Z")],
+        t("2026-01-05T00:00:00Z"),
+    )
+    .await
+    .unwrap();
+    drop(s);
+    let s = open(&dir).await;
+    assert_eq!(
+        s.pending_events(10).await.unwrap().len(),
+        1,
+        "reopened: nothing acknowledged is lost"
+    );
+    let dup = s
+        .ingest(
+            &[event(Some("e1"), "a", "2026-01-02T00:00:00Z")],
+            t("2026-01-06T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dup.duplicates, 1, "idempotency survives a restart");
+}
+
+#[tokio::test]
+async fn two_handles_on_one_file_never_claim_the_same_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir).await, open(&dir).await);
+    let outbox: Vec<NewOutbox> = (0..200)
+        .map(|i| {
+            email(
+                &format!("k{i}"),
+                &format!("c{i}@x.io"),
+                "2026-01-05T00:00:00Z",
+            )
+        })
+        .collect();
+    a.commit_step(&Step {
+        state: state("a"),
+        expected_version: None,
+        next_due: None,
+        applied: vec![],
+        outbox,
+    })
+    .await
+    .unwrap();
+    let now = t("2026-01-05T00:00:00Z");
+    let lease = SignedDuration::from_secs(60);
+    let (mut seen, mut total) = (std::collections::HashSet::new(), 0);
+    loop {
+        let (x, y) = tokio::join!(a.claim(now, lease, 7), b.claim(now, lease, 7));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        for c in x.into_iter().chain(y) {
+            assert!(seen.insert(c.key.clone()), "{} claimed twice", c.key);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 200);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir).await);
+    let url = format!("sqlite:{}", dir.path().join("touchpilot.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::query("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = SqliteStore::open(&url).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("schema version 99 is newer"),
+        "{err}"
+    );
+}
