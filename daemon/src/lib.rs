@@ -12,6 +12,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod model;
 pub mod render;
+pub mod runner;
 pub mod schedule;
 pub mod simulate;
 pub mod source;

@@ -71,6 +71,22 @@ pub struct NewOutbox {
     pub payload: Value,
     /// When it may go out.
     pub at: Timestamp,
+    /// Set when the action cannot be sent at all (its template failed to
+    /// render): the row goes straight to the dead letters with this reason.
+    pub failure: Option<String>,
+}
+
+/// An outbox row as listed (status, tests, dead letters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub key: String,
+    pub account: String,
+    pub kind: String,
+    pub payload: Value,
+    pub at: Timestamp,
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub last_error: Option<String>,
 }
 
 /// What one engine step writes, atomically.
@@ -201,6 +217,13 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     fn outbox_state(&self, key: &str) -> impl Future<Output = Result<Option<OutboxState>>> + Send;
+
+    /// Outbox rows in the order they go out (`at`, then key).
+    fn list_outbox(&self, limit: i64) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
+
+    /// Marks events applied that no account step consumed (an event for an
+    /// unknown account is reported, then set aside, not retried forever).
+    fn set_aside(&self, seqs: &[i64]) -> impl Future<Output = Result<()>> + Send;
 
     /// Records an unsubscribe (idempotent).
     fn suppress(

@@ -248,7 +248,7 @@ impl Store for SqliteStore {
         let now = micros(Timestamp::now());
         for o in &step.outbox {
             sqlx::query(
-                "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, updated) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
             )
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(&o.key)
@@ -256,7 +256,9 @@ impl Store for SqliteStore {
             .bind(&o.kind)
             .bind(o.payload.to_string())
             .bind(micros(o.at))
+            .bind(if o.failure.is_some() { "dead" } else { "pending" })
             .bind(micros(o.at))
+            .bind(o.failure.as_deref())
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -385,6 +387,45 @@ impl Store for SqliteStore {
             OutboxState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("outbox state `{s}`")))
         })
         .transpose()
+    }
+
+    async fn list_outbox(&self, limit: i64) -> Result<Vec<super::OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT key, account, kind, payload, at, state, attempts, last_error FROM outbox ORDER BY at, key LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let payload: String = r.get("payload");
+                let state: String = r.get("state");
+                Ok(super::OutboxRow {
+                    key: r.get("key"),
+                    account: r.get("account"),
+                    kind: r.get("kind"),
+                    payload: serde_json::from_str(&payload)
+                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+                    at: instant(r.get("at"))?,
+                    state: OutboxState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
+                    attempts: r.get("attempts"),
+                    last_error: r.get("last_error"),
+                })
+            })
+            .collect()
+    }
+
+    async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for seq in seqs {
+            sqlx::query("UPDATE events SET applied = 2 WHERE seq = ?")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {

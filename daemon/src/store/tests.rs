@@ -36,6 +36,7 @@ fn email(key: &str, to: &str, at: &str) -> NewOutbox {
         kind: "email".into(),
         payload: json!({"to": to, "subject": "Hi"}),
         at: t(at),
+        failure: None,
     }
 }
 
@@ -266,6 +267,33 @@ async fn suite<S: Store>(s: &S) {
             .unwrap(),
         0,
         "a dead email was not sent"
+    );
+
+    // A failed action is recorded dead at once, with its reason.
+    let failed = NewOutbox {
+        failure: Some("template `hi`: missing variable `contact.name`".into()),
+        ..email("k9", "z@acme.example", "2026-01-05T00:00:00Z")
+    };
+    let v = s.load_account("a").await.unwrap().unwrap().version;
+    s.commit_step(&Step {
+        state: state("a"),
+        expected_version: Some(v),
+        next_due: None,
+        applied: vec![],
+        outbox: vec![failed],
+    })
+    .await
+    .unwrap();
+    let rows = s.list_outbox(100).await.unwrap();
+    let dead = rows.iter().find(|r| r.key == "k9").unwrap();
+    assert_eq!(dead.state, OutboxState::Dead);
+    assert!(dead.last_error.as_deref().unwrap().contains("contact.name"));
+    assert!(
+        s.claim(t("2026-02-01T00:00:00Z"), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead rows are never claimed"
     );
 
     // Suppressions: idempotent, case-insensitive.

@@ -1,5 +1,6 @@
 //! Integration tests of the `touchpilot` crate, linked once (one binary).
 
+mod agree;
 mod cli;
 mod fixtures;
 mod support;

@@ -1,0 +1,240 @@
+//! The dry run and the daemon agree: every simulate fixture whose events
+//! all happen inside its range (the daemon receives events live) is run
+//! through the store-backed runner on a virtual clock, and its outbox must
+//! hold exactly the actions `simulate` printed. Consent and caps are
+//! decided at send time by the senders, so statuses planned and suppressed
+//! compare equal; a render failure must be dead on both sides.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use touchpilot::engine::Engine;
+use touchpilot::runner::Runner;
+use touchpilot::source::jsonl;
+use touchpilot::store::Store;
+use touchpilot::store::sqlite::SqliteStore;
+
+use crate::support::cases;
+
+type Action = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+);
+
+fn arg(args: &str, name: &str) -> Timestamp {
+    let mut it = args.split_whitespace();
+    while let Some(a) = it.next() {
+        if a == name {
+            return it.next().unwrap().parse().unwrap();
+        }
+    }
+    panic!("no {name}")
+}
+
+fn action(v: &Value, failed: bool) -> Action {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let target = match s("kind").as_str() {
+        "email" => s("to"),
+        "webhook" => s("endpoint"),
+        _ => format!("{}:{}", s("connector"), s("action")),
+    };
+    (
+        s("at"),
+        s("fired_at"),
+        s("account"),
+        s("playbook"),
+        s("moment"),
+        s("trigger"),
+        s("kind"),
+        target,
+        s("template"),
+        failed,
+    )
+}
+
+async fn start(dir: &Path, db: &Path) -> Runner<SqliteStore> {
+    let (config, _) =
+        touchpilot::config::load(&dir.join("touchpilot.yaml"), &|_| None).expect("valid fixture");
+    let engine = Engine::new(
+        Arc::new(config),
+        Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
+    );
+    let store = SqliteStore::open(&format!("sqlite:{}", db.display()))
+        .await
+        .unwrap();
+    Runner::new(store, engine)
+}
+
+/// Runs a fixture through the daemon's runner; with `restart`, the process
+/// "crashes" after every step: a new store handle and runner carry on.
+async fn daemon_actions(
+    dir: &Path,
+    from: Timestamp,
+    to: Timestamp,
+    db: &Path,
+    restart: bool,
+) -> Vec<Action> {
+    let mut runner = start(dir, db).await;
+    let accounts = jsonl::read_accounts(&dir.join("accounts.jsonl")).unwrap();
+    runner.seed(accounts, from).await.unwrap();
+    let mut events = Vec::new();
+    if dir.join("events.jsonl").exists() {
+        jsonl::for_each_line(&dir.join("events.jsonl"), |n, l| {
+            events.push(jsonl::parse_event(&dir.join("events.jsonl"), n, l)?);
+            Ok(())
+        })
+        .unwrap();
+    }
+    runner.store.ingest(&events, from).await.unwrap();
+    // The virtual clock: jump to the next event or due time, events first.
+    let mut now = from;
+    loop {
+        runner.apply_pending(now, 100_000).await.unwrap();
+        if restart {
+            runner = start(dir, db).await;
+        }
+        runner.run_due(now, 100_000).await.unwrap();
+        if restart {
+            runner = start(dir, db).await;
+        }
+        let next_event = runner
+            .store
+            .pending_events(1)
+            .await
+            .unwrap()
+            .first()
+            .map(|e| e.at);
+        let next_due = runner.store.next_due().await.unwrap();
+        let next = [next_event, next_due]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
+        match next {
+            Some(t) if t <= to => now = t,
+            _ => break,
+        }
+    }
+    let mut out: Vec<Action> = runner
+        .store
+        .list_outbox(1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.at >= from && r.at <= to)
+        .map(|r| {
+            let mut p = r.payload.clone();
+            p["account"] = Value::String(r.account.clone());
+            p["kind"] = Value::String(r.kind.clone());
+            action(&p, r.state == touchpilot::store::OutboxState::Dead)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn simulate_actions(dir: &Path, from: Timestamp, to: Timestamp) -> Vec<Action> {
+    let events = dir.join("events.jsonl");
+    let args = touchpilot::commands::SimulateArgs {
+        config: dir.join("touchpilot.yaml"),
+        from,
+        to,
+        accounts: Some(dir.join("accounts.jsonl")),
+        events: events.exists().then_some(events),
+        jobs: 1,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(touchpilot::commands::simulate(&args, &mut out, &mut err), 0);
+    let mut v: Vec<Action> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let failed = v["status"] == "failed";
+            action(&v, failed)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Whether every event has an `at` inside the range (history before the
+/// range is the dry run's concept, not the daemon's).
+fn live_only(dir: &Path, from: Timestamp) -> bool {
+    let path = dir.join("events.jsonl");
+    if !path.exists() {
+        return true;
+    }
+    let mut ok = true;
+    jsonl::for_each_line(&path, |n, l| {
+        let e = jsonl::parse_event(&path, n, l)?;
+        ok &= e.at.is_some_and(|t| t >= from);
+        Ok(())
+    })
+    .unwrap();
+    ok
+}
+
+/// Also: a daemon restarted after every step plans the same, so a restart
+/// neither refires nor skips.
+#[tokio::test]
+async fn the_daemon_plans_exactly_what_the_dry_run_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for dir in cases("simulate") {
+        let args = std::fs::read_to_string(dir.join("args")).unwrap();
+        let (from, to) = (arg(&args, "--from"), arg(&args, "--to"));
+        if !live_only(&dir, from) {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let sim = simulate_actions(&dir, from, to);
+        let daemon = daemon_actions(
+            &dir,
+            from,
+            to,
+            &tmp.path().join(format!("{name}.db")),
+            false,
+        )
+        .await;
+        let restarted = daemon_actions(
+            &dir,
+            from,
+            to,
+            &tmp.path().join(format!("{name}-restarted.db")),
+            true,
+        )
+        .await;
+        compared += 1;
+        if restarted != daemon {
+            failures.push(format!(
+                "{name}: restarting after every step changed the outbox"
+            ));
+        }
+        if sim != daemon {
+            let only_sim: Vec<_> = sim.iter().filter(|a| !daemon.contains(a)).collect();
+            let only_daemon: Vec<_> = daemon.iter().filter(|a| !sim.contains(a)).collect();
+            failures.push(format!(
+                "{name}:\n  only in simulate: {only_sim:?}\n  only in the daemon: {only_daemon:?}"
+            ));
+        }
+    }
+    assert!(compared > 50, "only {compared} fixtures compared");
+    assert!(
+        failures.is_empty(),
+        "{} of {compared} disagree:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
