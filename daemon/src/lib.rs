@@ -17,3 +17,4 @@ pub mod schedule;
 pub mod simulate;
 pub mod source;
 pub mod store;
+pub mod tls;

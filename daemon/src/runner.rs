@@ -285,6 +285,9 @@ pub fn outbox_row(a: &PlannedAction, cause: Option<i64>) -> NewOutbox {
         Target::Email { to, contact } => {
             obj.insert("to".into(), Value::String(to.clone()));
             obj.insert("contact".into(), Value::Bool(*contact));
+            if let Some(u) = &a.unsubscribe_url {
+                obj.insert("unsubscribe_url".into(), Value::String(u.clone()));
+            }
             "email"
         }
         Target::Webhook { endpoint } => {

@@ -1,6 +1,21 @@
-//! Delivery-time rules shared by every sink: consent and frequency caps
-//! are decided when an email goes out, not when its moment fired, so that
-//! an unsubscribe or a burst of other mail in between is honoured.
+//! Delivery: the rules decided when an action goes out (consent and the
+//! frequency cap, shared by the dry run and the daemon), the senders
+//! (`email`, `webhook`) and the outbox `worker` that drives them.
+
+pub mod email;
+pub mod webhook;
+pub mod worker;
+
+/// A delivery failure, classified: retryable ones back off and try again
+/// (timeouts, SMTP 4xx, HTTP 429/5xx); fatal ones are dead-lettered (SMTP
+/// 5xx, HTTP 4xx, a redirect, an unbuildable message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Fatal(String),
+}
 
 use std::collections::{HashMap, VecDeque};
 

@@ -62,6 +62,9 @@ pub struct PlannedAction {
     pub bypass_limits: bool,
     /// The id of the event that caused it, when an event did.
     pub event_id: Option<String>,
+    /// Emails: the recipient's unsubscribe link (also in the template's
+    /// `unsubscribe_url`), for the `List-Unsubscribe` header.
+    pub unsubscribe_url: Option<String>,
     pub content: Result<Content, RenderError>,
 }
 
@@ -124,6 +127,7 @@ pub(super) fn plan(
             template: template.cloned(),
             bypass_limits: bypass,
             event_id: event_id.clone(),
+            unsubscribe_url: None,
             content,
         };
     let mut ctx = Ctx::new(Value::Object(ctx));
@@ -143,11 +147,9 @@ pub(super) fn plan(
                     });
                 }
                 for r in recipients {
+                    let unsubscribe = (engine.unsubscribe_url)(&r.email);
                     ctx.set("contact", r.value);
-                    ctx.set(
-                        "unsubscribe_url",
-                        Value::String((engine.unsubscribe_url)(&r.email)),
-                    );
+                    ctx.set("unsubscribe_url", Value::String(unsubscribe.clone()));
                     let content = engine
                         .config
                         .templates
@@ -162,6 +164,7 @@ pub(super) fn plan(
                         Some(template),
                         content,
                     );
+                    a.unsubscribe_url = Some(unsubscribe);
                     if let Some(w) = &pb.send_window {
                         a.at = w.next_open(at, &r.tz);
                     }

@@ -371,7 +371,7 @@ impl Templates {
         })?;
         // A subject is one header line: folding it is the transport's job,
         // a newline from data must never start a new header.
-        let subject = subject.replace(['\r', '\n'], " ").trim().to_string();
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
         let text = guarded(name, || self.text.render_with_context(name, ctx))?;
         let html = if meta.has_html {
             Some(guarded(name, || self.html.render_with_context(name, ctx))?)

@@ -197,10 +197,11 @@ pub trait Store: Send + Sync {
     /// The earliest due time of any account (the scheduler sleeps until it).
     fn next_due(&self) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
 
-    /// Claims up to `limit` rows due at `now` (pending, or sending with an
-    /// expired lease) for `lease` from now.
+    /// Claims up to `limit` rows of the given kinds due at `now` (pending,
+    /// or sending with an expired lease) for `lease` from now.
     fn claim(
         &self,
+        kinds: &[&str],
         now: Timestamp,
         lease: jiff::SignedDuration,
         limit: i64,

@@ -285,23 +285,27 @@ impl Store for SqliteStore {
 
     async fn claim(
         &self,
+        kinds: &[&str],
         now: Timestamp,
         lease: SignedDuration,
         limit: i64,
     ) -> Result<Vec<Claimed>> {
+        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
              WHERE id IN (
                  SELECT id FROM outbox
-                 WHERE (state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2)
+                 WHERE ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
+                   AND kind IN (SELECT value FROM json_each(?4))
                  ORDER BY next_attempt LIMIT ?3)
              RETURNING id, token, key, account, kind, payload, attempts",
         )
         .bind(micros(until))
         .bind(micros(now))
         .bind(limit)
+        .bind(kinds)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -8,6 +8,8 @@ use super::sqlite::SqliteStore;
 use super::*;
 use crate::model::account::Account;
 
+const ALL: &[&str] = &["email", "webhook", "connector"];
+
 fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
@@ -161,18 +163,18 @@ async fn suite<S: Store>(s: &S) {
     // Claims: leased, fenced, rescued when the lease expires.
     let now = t("2026-01-05T00:00:00Z");
     let lease = SignedDuration::from_secs(30);
-    let first = s.claim(now, lease, 10).await.unwrap();
+    let first = s.claim(ALL, now, lease, 10).await.unwrap();
     assert_eq!(first.len(), 2);
     let k1 = first.iter().find(|c| c.key == "k1").unwrap().clone();
     assert!(
-        s.claim(now + SignedDuration::from_secs(10), lease, 10)
+        s.claim(ALL, now + SignedDuration::from_secs(10), lease, 10)
             .await
             .unwrap()
             .is_empty(),
         "leased rows are not claimed twice"
     );
     let rescued = s
-        .claim(now + SignedDuration::from_secs(31), lease, 10)
+        .claim(ALL, now + SignedDuration::from_secs(31), lease, 10)
         .await
         .unwrap();
     let k1b = rescued.iter().find(|c| c.key == "k1").unwrap().clone();
@@ -239,13 +241,13 @@ async fn suite<S: Store>(s: &S) {
         Some(OutboxState::Pending)
     );
     assert!(
-        s.claim(t("2026-01-05T00:59:59Z"), lease, 10)
+        s.claim(ALL, t("2026-01-05T00:59:59Z"), lease, 10)
             .await
             .unwrap()
             .is_empty(),
         "not before its next attempt"
     );
-    let again = s.claim(later, lease, 10).await.unwrap();
+    let again = s.claim(ALL, later, lease, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 3);
     assert!(
@@ -289,11 +291,40 @@ async fn suite<S: Store>(s: &S) {
     assert_eq!(dead.state, OutboxState::Dead);
     assert!(dead.last_error.as_deref().unwrap().contains("contact.name"));
     assert!(
-        s.claim(t("2026-02-01T00:00:00Z"), lease, 10)
+        s.claim(ALL, t("2026-02-01T00:00:00Z"), lease, 10)
             .await
             .unwrap()
             .is_empty(),
         "dead rows are never claimed"
+    );
+
+    // Only the kinds asked for are claimed.
+    let hook = NewOutbox {
+        kind: "connector".into(),
+        ..email("k10", "-", "2026-01-05T00:00:00Z")
+    };
+    let v = s.load_account("a").await.unwrap().unwrap().version;
+    s.commit_step(&Step {
+        state: state("a"),
+        expected_version: Some(v),
+        next_due: None,
+        applied: vec![],
+        outbox: vec![hook],
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.claim(&["email", "webhook"], t("2026-02-01T00:00:00Z"), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.claim(&["connector"], t("2026-02-01T00:00:00Z"), lease, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
 
     // Suppressions: idempotent, case-insensitive.
@@ -365,7 +396,7 @@ async fn two_handles_on_one_file_never_claim_the_same_row() {
     let lease = SignedDuration::from_secs(60);
     let (mut seen, mut total) = (std::collections::HashSet::new(), 0);
     loop {
-        let (x, y) = tokio::join!(a.claim(now, lease, 7), b.claim(now, lease, 7));
+        let (x, y) = tokio::join!(a.claim(ALL, now, lease, 7), b.claim(ALL, now, lease, 7));
         let (x, y) = (x.unwrap(), y.unwrap());
         if x.is_empty() && y.is_empty() {
             break;

@@ -2,5 +2,6 @@
 
 mod agree;
 mod cli;
+mod deliver;
 mod fixtures;
 mod support;
