@@ -5,6 +5,8 @@
 //! `deliver` (consent and caps at send time) → `simulate` (the dry run's
 //! virtual clock and output). `config` loads and validates everything.
 
+pub mod api;
+pub mod app;
 pub mod commands;
 pub mod config;
 pub mod deliver;

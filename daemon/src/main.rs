@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         now: Option<Timestamp>,
     },
+    /// Run the daemon: the HTTP API, the engine on the real clock, delivery.
+    Run {
+        #[arg(long, default_value = "touchpilot.yaml", env = "TOUCHPILOT_CONFIG")]
+        config: PathBuf,
+    },
     /// Print the JSON Schema of playbooks (editors use it to complete and check).
     Schema {
         /// The schema of touchpilot.yaml instead.
@@ -80,6 +85,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs from many threads: it must not run under these locks.
+    if let Command::Run { config } = &cli.command {
+        return ExitCode::from(run(config) as u8);
+    }
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = match cli.command {
         Command::Validate { config } => touchpilot::commands::validate(&config, &mut out, &mut err),
@@ -121,10 +130,65 @@ fn main() -> ExitCode {
             };
             touchpilot::commands::render(&args, &mut out, &mut err)
         }
+        Command::Run { .. } => unreachable!("handled above, outside the stdio locks"),
         Command::Schema { config } => {
             print!("{}", touchpilot::commands::schema(config));
             0
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// `touchpilot run`: the first SIGTERM or SIGINT drains and stops; a
+/// second one exits at once.
+fn run(path: &std::path::Path) -> i32 {
+    let mut err = std::io::stderr();
+    let Some(config) = touchpilot::commands::load(path, &mut err) else {
+        return 1;
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listen = config
+            .http
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("touchpilot: stopping (send the signal again to exit at once)");
+            signals.cancel();
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("touchpilot: exiting at once");
+            std::process::exit(130);
+        });
+        touchpilot::app::run(config, listener, shutdown).await
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }

@@ -21,6 +21,8 @@ pub struct Worker {
     pub webhooks: Webhooks,
     pub cap: Option<Cap>,
     pub lease: SignedDuration,
+    /// A row first tried longer than this after it was due is missed.
+    pub grace: SignedDuration,
     pub first_retry: SignedDuration,
     pub max_retry: SignedDuration,
     pub give_up_after: SignedDuration,
@@ -33,6 +35,9 @@ pub struct Delivered {
     pub retried: usize,
     pub dead: usize,
     pub suppressed: usize,
+    pub missed: usize,
+    /// Claims handed back untried because the worker is stopping.
+    pub released: usize,
     /// Claims that ended after their lease expired (another worker owns them).
     pub fenced: usize,
 }
@@ -44,27 +49,36 @@ impl Worker {
             webhooks,
             cap,
             lease: SignedDuration::from_mins(5),
+            grace: SignedDuration::from_hours(1),
             first_retry: SignedDuration::from_secs(30),
             max_retry: SignedDuration::from_hours(1),
             give_up_after: SignedDuration::from_hours(72),
         }
     }
 
-    /// Delivers up to `batch` due rows.
+    /// Delivers up to `batch` due rows. `stop` is asked before each send:
+    /// once it says yes, the remaining claims are handed back untried.
     pub async fn deliver_due<S: Store>(
         &self,
         store: &S,
         now: Timestamp,
         batch: i64,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Delivered> {
         let mut done = Delivered::default();
         for claim in store.claim(KINDS, now, self.lease, batch).await? {
-            let outcome = self.outcome(store, &claim, now).await?;
+            let outcome = if stop() {
+                Outcome::Released
+            } else {
+                self.outcome(store, &claim, now).await?
+            };
             match &outcome {
                 Outcome::Sent => done.sent += 1,
                 Outcome::Retry { .. } => done.retried += 1,
                 Outcome::Dead { .. } => done.dead += 1,
                 Outcome::Suppressed { .. } => done.suppressed += 1,
+                Outcome::Missed { .. } => done.missed += 1,
+                Outcome::Released => done.released += 1,
             }
             if !store.finish(&claim.id, claim.token, &outcome, now).await? {
                 done.fenced += 1;
@@ -80,6 +94,19 @@ impl Worker {
         now: Timestamp,
     ) -> Result<Outcome> {
         let p = &claim.payload;
+        let due = p
+            .get("at")
+            .and_then(Value::as_str)
+            .and_then(|a| a.parse::<Timestamp>().ok())
+            .unwrap_or(now);
+        if claim.attempts == 1 && now.duration_since(due) > self.grace {
+            return Ok(Outcome::Missed {
+                reason: format!(
+                    "missed: due at {due}, more than {:#} before it could first be sent",
+                    self.grace
+                ),
+            });
+        }
         let result = if claim.kind == "email" {
             if let Some(reason) = self.consent(store, claim, now).await? {
                 return Ok(Outcome::Suppressed {

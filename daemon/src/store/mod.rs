@@ -122,6 +122,9 @@ pub enum OutboxState {
     Sent,
     Dead,
     Suppressed,
+    /// Due longer ago than the grace period when first tried (the daemon
+    /// was down, or the event arrived late): recorded, never sent.
+    Missed,
 }
 
 impl OutboxState {
@@ -132,6 +135,7 @@ impl OutboxState {
             OutboxState::Sent => "sent",
             OutboxState::Dead => "dead",
             OutboxState::Suppressed => "suppressed",
+            OutboxState::Missed => "missed",
         }
     }
 
@@ -142,6 +146,7 @@ impl OutboxState {
             "sent" => OutboxState::Sent,
             "dead" => OutboxState::Dead,
             "suppressed" => OutboxState::Suppressed,
+            "missed" => OutboxState::Missed,
             _ => return None,
         })
     }
@@ -164,6 +169,12 @@ pub enum Outcome {
     Suppressed {
         reason: String,
     },
+    /// Not sent: first tried more than the grace period after it was due.
+    Missed {
+        reason: String,
+    },
+    /// Not tried after all (shutting down): pending again, attempt not counted.
+    Released,
 }
 
 /// The persistence contract of the daemon. Implementations must make every
@@ -225,6 +236,15 @@ pub trait Store: Send + Sync {
     /// Marks events applied that no account step consumed (an event for an
     /// unknown account is reported, then set aside, not retried forever).
     fn set_aside(&self, seqs: &[i64]) -> impl Future<Output = Result<()>> + Send;
+
+    /// When the next outbox row becomes due (the worker sleeps until then).
+    fn next_outbox_at(
+        &self,
+        kinds: &[&str],
+    ) -> impl Future<Output = Result<Option<Timestamp>>> + Send;
+
+    /// This installation's secret (unsubscribe links), generated at first use.
+    fn secret(&self) -> impl Future<Output = Result<Vec<u8>>> + Send;
 
     /// Records an unsubscribe (idempotent).
     fn suppress(

@@ -299,8 +299,8 @@ impl Store for SqliteStore {
                  SELECT id FROM outbox
                  WHERE ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
                    AND kind IN (SELECT value FROM json_each(?4))
-                 ORDER BY next_attempt LIMIT ?3)
-             RETURNING id, token, key, account, kind, payload, attempts",
+                 ORDER BY next_attempt, key LIMIT ?3)
+             RETURNING id, token, key, account, kind, payload, attempts, next_attempt",
         )
         .bind(micros(until))
         .bind(micros(now))
@@ -309,21 +309,30 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.into_iter()
+        let mut claimed = rows
+            .into_iter()
             .map(|r| {
                 let payload: String = r.get("payload");
-                Ok(Claimed {
-                    id: r.get("id"),
-                    token: r.get("token"),
-                    key: r.get("key"),
-                    account: r.get("account"),
-                    kind: r.get("kind"),
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-                    attempts: r.get("attempts"),
-                })
+                let due: i64 = r.get("next_attempt");
+                Ok((
+                    due,
+                    Claimed {
+                        id: r.get("id"),
+                        token: r.get("token"),
+                        key: r.get("key"),
+                        account: r.get("account"),
+                        kind: r.get("kind"),
+                        payload: serde_json::from_str(&payload)
+                            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+                        attempts: r.get("attempts"),
+                    },
+                ))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING does not keep the subquery's order: due time, then key
+        // (one step's actions in playbook order).
+        claimed.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
     async fn finish(
@@ -347,16 +356,22 @@ impl Store for SqliteStore {
             Outcome::Suppressed { reason } => {
                 (OutboxState::Suppressed, None, Some(reason.as_str()))
             }
+            Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
+            Outcome::Released => (OutboxState::Pending, None, None),
         };
+        // A released claim was never tried: its attempt does not count.
+        let uncount = i64::from(*outcome == Outcome::Released);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
-            "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = ?, lease_until = NULL, updated = ?
+            "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = COALESCE(?, last_error),
+                 attempts = attempts - ?, lease_until = NULL, updated = ?
              WHERE id = ? AND token = ? AND state = 'sending'
              RETURNING kind, payload",
         )
         .bind(state.as_str())
         .bind(next)
         .bind(error)
+        .bind(uncount)
         .bind(micros(now))
         .bind(id)
         .bind(token)
@@ -430,6 +445,38 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn next_outbox_at(&self, kinds: &[&str]) -> Result<Option<Timestamp>> {
+        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN state = 'pending' THEN next_attempt ELSE lease_until END) FROM outbox
+             WHERE state IN ('pending', 'sending') AND kind IN (SELECT value FROM json_each(?))",
+        )
+        .bind(kinds)
+        .fetch_one(&self.pool)
+        .await?;
+        row.get::<Option<i64>, _>(0).map(instant).transpose()
+    }
+
+    async fn secret(&self) -> Result<Vec<u8>> {
+        let fresh = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&fresh)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'secret'")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.get::<String, _>(0).into_bytes())
     }
 
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {

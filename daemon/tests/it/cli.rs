@@ -393,3 +393,45 @@ fn a_send_window_without_days_or_lists_without_values_are_handled() {
         text(&o.stdout)
     );
 }
+
+/// Regression: the CLI held the stderr lock for its whole life, so the
+/// daemon's first message from another thread (the signal handler's
+/// "stopping") deadlocked and SIGTERM was ignored.
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("playbooks")).unwrap();
+    std::fs::create_dir_all(p.join("templates")).unwrap();
+    std::fs::write(p.join("playbooks/main.yaml"), "moments: []\n").unwrap();
+    std::fs::write(
+        p.join("touchpilot.yaml"),
+        format!("playbooks: playbooks\ntemplates: templates\nstore: \"sqlite:{}\"\nhttp: {{ listen: \"127.0.0.1:0\" }}\n", p.join("t.db").display()),
+    )
+    .unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(p.join("touchpilot.yaml"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("serving on"));
+    assert!(serving.is_some(), "the daemon did not start");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopping")) && rest.iter().any(|l| l.contains("stopped")),
+        "{rest:?}"
+    );
+}

@@ -171,8 +171,13 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
     .unwrap();
     let webhooks =
         Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(5)).unwrap();
-    let worker = Worker::new(mailer, webhooks, config.cap);
-    let first = worker.deliver_due(&runner.store, now, 100).await.unwrap();
+    let mut worker = Worker::new(mailer, webhooks, config.cap);
+    // The events are two hours old when first delivered: inside a day's grace.
+    worker.grace = SignedDuration::from_hours(24);
+    let first = worker
+        .deliver_due(&runner.store, now, 100, &|| false)
+        .await
+        .unwrap();
     // Per event: ann (sent once, then capped), bo (unsubscribed), flaky (500: retry),
     // gone (410: dead), moved (302: dead, not followed).
     assert_eq!(
@@ -214,11 +219,19 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
 
     // The flaky endpoint gets its retry, later, with the same webhook-id.
     let later = now + SignedDuration::from_hours(2);
-    let second = worker.deliver_due(&runner.store, later, 100).await.unwrap();
+    let second = worker
+        .deliver_due(&runner.store, later, 100, &|| false)
+        .await
+        .unwrap();
     assert_eq!((second.sent, second.retried), (2, 0), "{second:?}");
     assert!(
         worker
-            .deliver_due(&runner.store, later + SignedDuration::from_hours(1), 100)
+            .deliver_due(
+                &runner.store,
+                later + SignedDuration::from_hours(1),
+                100,
+                &|| false
+            )
             .await
             .unwrap()
             == Default::default()
@@ -274,6 +287,23 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
         );
         assert_eq!(r.headers["webhook-signature"].to_str().unwrap(), expected);
     }
+    // Past the grace period, an action is recorded as missed, never sent.
+    let old = Event {
+        id: Some("t0".into()),
+        ..event("t0", "2026-02-20T09:00:00Z")
+    };
+    runner.store.ingest(&[old], later).await.unwrap();
+    runner.apply_pending(later, 100).await.unwrap();
+    let late = worker
+        .deliver_due(&runner.store, later, 100, &|| false)
+        .await
+        .unwrap();
+    assert_eq!(
+        late.missed, 5,
+        "every action of the old event (2 emails, 3 webhooks): {late:?}"
+    );
+    assert_eq!(late.sent, 0);
+
     let rows = runner.store.list_outbox(100).await.unwrap();
     let dead: Vec<_> = rows
         .iter()

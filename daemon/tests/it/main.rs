@@ -2,6 +2,7 @@
 
 mod agree;
 mod cli;
+mod daemon;
 mod deliver;
 mod fixtures;
 mod support;

@@ -1,0 +1,322 @@
+//! The HTTP API: events and accounts in (`/v1`, behind the bearer token),
+//! health (`/live`, `/ready`), metrics, and the unsubscribe pages. Answers
+//! `202` only after events are durably stored; never writes to the outbox
+//! itself (account upserts go through the runner, like any engine step).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::model::account::Account;
+use crate::model::event::Event;
+use crate::runner::Runner;
+use crate::store::Store;
+
+/// Counters shown on `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub events_accepted: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub requests_rejected: AtomicU64,
+    pub steps: AtomicU64,
+    pub actions_planned: AtomicU64,
+    pub delivered_sent: AtomicU64,
+    pub delivered_retried: AtomicU64,
+    pub delivered_dead: AtomicU64,
+    pub delivered_suppressed: AtomicU64,
+    pub delivered_missed: AtomicU64,
+}
+
+pub struct ApiState<S: Store> {
+    pub runner: Arc<Runner<S>>,
+    /// Wakes the engine loop when new input arrives.
+    pub wake: Arc<Notify>,
+    pub token: Option<String>,
+    pub secret: Vec<u8>,
+    pub ready: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+}
+
+/// The largest request body accepted (events and accounts).
+pub const MAX_BODY: usize = 4 << 20;
+
+pub fn router<S: Store + 'static>(state: Arc<ApiState<S>>) -> Router {
+    let v1 = Router::new()
+        .route("/events", post(post_events::<S>))
+        .route("/accounts/{id}", put(put_account::<S>))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::<S>));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(ready::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe_page::<S>).post(unsubscribe::<S>),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+async fn auth<S: Store + 'static>(
+    State(st): State<Arc<ApiState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &st.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time: the token is a secret.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !ok {
+            st.counters
+                .requests_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Parses a body of one event, a JSON array of them, or NDJSON. Errors
+/// name the line (NDJSON) or the position in the array, and the field.
+fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Event>, String> {
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| {
+            c.starts_with("application/x-ndjson") || c.starts_with("application/jsonl")
+        });
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    if ndjson {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| format!("line {}: invalid JSON: {e}", i + 1))?;
+            out.push(Event::from_json(&v).map_err(|e| format!("line {}: {e}", i + 1))?);
+        }
+        return Ok(out);
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                Event::from_json(e).map_err(|m| format!("event {} of the array: {m}", i + 1))
+            })
+            .collect(),
+        other => Ok(vec![Event::from_json(&other)?]),
+    }
+}
+
+async fn post_events<S: Store + 'static>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let reject = |msg: String| {
+        st.counters
+            .requests_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{msg}; no event of this request was stored"),
+        )
+    };
+    let events = match parse_events(&headers, &body) {
+        Ok(e) => e,
+        Err(m) => return reject(m),
+    };
+    // An event for an account nobody created is refused, named: accepting
+    // it would only set it aside later, unseen by whoever sent it.
+    for (i, e) in events.iter().enumerate() {
+        match st.runner.store.load_account(&e.account).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return reject(format!(
+                    "event {}: field `account`: unknown account `{}` (create it with PUT /v1/accounts/{})",
+                    i + 1,
+                    e.account,
+                    e.account
+                ));
+            }
+            Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {err}")),
+        }
+    }
+    match st.runner.store.ingest(&events, Timestamp::now()).await {
+        Ok(n) => {
+            st.counters
+                .events_accepted
+                .fetch_add(n.accepted as u64, Ordering::Relaxed);
+            st.counters
+                .events_duplicate
+                .fetch_add(n.duplicates as u64, Ordering::Relaxed);
+            st.wake.notify_one();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"accepted": n.accepted, "duplicates": n.duplicates})),
+            )
+                .into_response()
+        }
+        Err(err) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store: {err}; nothing was stored"),
+        ),
+    }
+}
+
+async fn put_account<S: Store + 'static>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    if let Some(obj) = v.as_object_mut() {
+        match obj.get("id").and_then(Value::as_str) {
+            Some(given) if given != id => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("field `id`: `{given}` does not match the path's `{id}`"),
+                );
+            }
+            _ => {
+                obj.insert("id".into(), Value::String(id.clone()));
+            }
+        }
+    }
+    let account = match Account::from_json(v) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match st.runner.put_account(account, Timestamp::now()).await {
+        Ok(p) => {
+            st.counters
+                .steps
+                .fetch_add(p.steps as u64, Ordering::Relaxed);
+            st.counters
+                .actions_planned
+                .fetch_add(p.actions as u64, Ordering::Relaxed);
+            st.wake.notify_one();
+            (StatusCode::OK, Json(json!({"id": id}))).into_response()
+        }
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {err}")),
+    }
+}
+
+async fn ready<S: Store + 'static>(State(st): State<Arc<ApiState<S>>>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+async fn metrics<S: Store + 'static>(State(st): State<Arc<ApiState<S>>>) -> Response {
+    let c = &st.counters;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let text = format!(
+        "# TYPE touchpilot_events_accepted_total counter\ntouchpilot_events_accepted_total {}\n\
+         # TYPE touchpilot_events_duplicate_total counter\ntouchpilot_events_duplicate_total {}\n\
+         # TYPE touchpilot_requests_rejected_total counter\ntouchpilot_requests_rejected_total {}\n\
+         # TYPE touchpilot_engine_steps_total counter\ntouchpilot_engine_steps_total {}\n\
+         # TYPE touchpilot_actions_planned_total counter\ntouchpilot_actions_planned_total {}\n\
+         # TYPE touchpilot_deliveries_total counter\n\
+         touchpilot_deliveries_total{{outcome=\"sent\"}} {}\n\
+         touchpilot_deliveries_total{{outcome=\"retried\"}} {}\n\
+         touchpilot_deliveries_total{{outcome=\"dead\"}} {}\n\
+         touchpilot_deliveries_total{{outcome=\"suppressed\"}} {}\n\
+         touchpilot_deliveries_total{{outcome=\"missed\"}} {}\n",
+        g(&c.events_accepted),
+        g(&c.events_duplicate),
+        g(&c.requests_rejected),
+        g(&c.steps),
+        g(&c.actions_planned),
+        g(&c.delivered_sent),
+        g(&c.delivered_retried),
+        g(&c.delivered_dead),
+        g(&c.delivered_suppressed),
+        g(&c.delivered_missed),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn unsubscribe_page<S: Store + 'static>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(token): Path<String>,
+) -> Response {
+    match crate::deliver::verify_unsubscribe_token(&st.secret, &token) {
+        // Showing the page changes nothing: mail scanners follow links.
+        Some(address) => Html(format!(
+            "<!doctype html><title>Unsubscribe</title><p>Stop emails to <b>{}</b>?</p><form method=post><button>Unsubscribe</button></form>",
+            html_escape(&address)
+        ))
+        .into_response(),
+        None => (StatusCode::NOT_FOUND, Html("<!doctype html><p>This unsubscribe link is not valid.</p>")).into_response(),
+    }
+}
+
+async fn unsubscribe<S: Store + 'static>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(address) = crate::deliver::verify_unsubscribe_token(&st.secret, &token) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<!doctype html><p>This unsubscribe link is not valid.</p>"),
+        )
+            .into_response();
+    };
+    match st
+        .runner
+        .store
+        .suppress(&address, "link", Timestamp::now())
+        .await
+    {
+        Ok(()) => Html(format!(
+            "<!doctype html><p><b>{}</b> is unsubscribed.</p>",
+            html_escape(&address)
+        ))
+        .into_response(),
+        Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {err}")),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,305 @@
+//! The daemon in-process on 127.0.0.1:0: events in over HTTP, the engine on
+//! the real clock, a webhook received by a real local HTTP server; and the
+//! API's answers to bad requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+type Hooks = mpsc::UnboundedSender<(HeaderMap, Value)>;
+
+async fn hook(State(tx): State<Hooks>, headers: HeaderMap, body: Bytes) -> &'static str {
+    let _ = tx.send((
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ));
+    "ok"
+}
+
+struct Daemon {
+    base: String,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    hooks: mpsc::UnboundedReceiver<(HeaderMap, Value)>,
+}
+
+async fn start() -> Daemon {
+    let (tx, hooks) = mpsc::unbounded_channel();
+    let app = axum::Router::new().fallback(hook).with_state(tx);
+    let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = rl.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(rl, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("playbooks")).unwrap();
+    std::fs::create_dir_all(p.join("templates")).unwrap();
+    std::fs::write(
+        p.join("touchpilot.yaml"),
+        format!(
+            "playbooks: playbooks\ntemplates: templates\nstore: \"sqlite:{}\"\nhttp: {{ token: s3cret }}\nemail: {{ transport: \"file:outbox\" }}\nsources:\n  file: {{ accounts: accounts.jsonl }}\nwebhooks:\n  alerts: {{ url: \"http://{receiver}/hook\", secret: topsecret }}\n",
+            p.join("t.db").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("playbooks/main.yaml"),
+        "moments:\n  - id: urgent\n    on: { event: ticket.created, when: 'event.data.priority == \"urgent\"' }\n    actions:\n      - email: { to: contacts, template: ack }\n      - webhook: { endpoint: alerts, template: alert }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("templates/alert.json.hbs"),
+        "{\"text\": \"{{account.name}}: {{event.data.subject}}\"}",
+    )
+    .unwrap();
+    std::fs::write(p.join("templates/ack.hbs"), "---\nsubject: \"On it, {{account.name}}\"\n---\nHi {{contact.name}}\n{{unsubscribe_url}}\n").unwrap();
+    std::fs::write(p.join("accounts.jsonl"), "{\"id\": \"a1\", \"name\": \"Acme\", \"contacts\": [{\"email\": \"ann@acme.example\", \"name\": \"Ann\"}]}\n").unwrap();
+    let (config, _) = touchpilot::config::load(&p.join("touchpilot.yaml"), &|_| None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(touchpilot::app::run(
+        Arc::new(config),
+        listener,
+        shutdown.clone(),
+    ));
+    Daemon {
+        base,
+        dir,
+        shutdown,
+        task,
+        hooks,
+    }
+}
+
+fn client() -> reqwest::Client {
+    touchpilot::tls::init();
+    reqwest::Client::new()
+}
+
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    ctype: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let mut r = c.post(url).header("content-type", ctype).body(body);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn events_in_over_http_come_out_as_a_signed_webhook_and_an_email() {
+    let mut d = start().await;
+    let c = client();
+    let url = format!("{}/v1/events", d.base);
+    let ev = json!({"id": "t1", "account": "a1", "type": "ticket.created", "data": {"priority": "urgent", "subject": "Down"}});
+    let (status, body) = post(&c, &url, Some("s3cret"), "application/json", ev.to_string()).await;
+    assert_eq!(
+        (status, body.clone()),
+        (202, json!({"accepted": 1, "duplicates": 0}))
+    );
+    let (status, body) = post(&c, &url, Some("s3cret"), "application/json", ev.to_string()).await;
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 0, "duplicates": 1})),
+        "the same id twice is one event"
+    );
+
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(20), d.hooks.recv())
+        .await
+        .expect("webhook delivered")
+        .unwrap();
+    assert_eq!(body, json!({"text": "Acme: Down"}));
+    assert!(
+        headers["webhook-signature"]
+            .to_str()
+            .unwrap()
+            .starts_with("v1,")
+    );
+    assert!(headers["webhook-id"].to_str().unwrap().starts_with("msg_"));
+
+    // The email went to the .eml outbox with its unsubscribe link, which
+    // works. Claims go out in playbook order (the email is listed first),
+    // so the webhook's arrival means the file is written.
+    let eml_path = std::fs::read_dir(d.dir.path().join("outbox"))
+        .unwrap()
+        .next()
+        .expect("an .eml file")
+        .unwrap()
+        .path();
+    let eml = std::fs::read_to_string(eml_path).unwrap();
+    assert!(eml.contains("Subject: On it, Acme"), "{eml}");
+    let link = eml
+        .lines()
+        .find(|l| l.starts_with("List-Unsubscribe: <"))
+        .unwrap();
+    let link = link
+        .trim_start_matches("List-Unsubscribe: <")
+        .trim_end_matches('\r')
+        .trim_end_matches('>');
+    assert!(
+        link.starts_with(&format!("{}/unsubscribe/", d.base)),
+        "{link}"
+    );
+    let page = c.get(link).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let done = c.post(link).send().await.unwrap();
+    assert_eq!(done.status().as_u16(), 200);
+    assert!(done.text().await.unwrap().contains("ann@acme.example"));
+    let forged = c
+        .post(format!(
+            "{}/unsubscribe/Zm9vQGJhci5pbw.AAAAAAAAAAAAAAAAAAAAAA",
+            d.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 404);
+
+    assert_eq!(
+        c.get(format!("{}/live", d.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        c.get(format!("{}/ready", d.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    d.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), d.task)
+        .await
+        .expect("stops when asked")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_whole_and_named() {
+    let d = start().await;
+    let c = client();
+    let url = format!("{}/v1/events", d.base);
+    let good = json!({"account": "a1", "type": "x"}).to_string();
+
+    let (status, _) = post(&c, &url, None, "application/json", good.clone()).await;
+    assert_eq!(status, 401, "missing token");
+    let (status, _) = post(&c, &url, Some("wrong"), "application/json", good.clone()).await;
+    assert_eq!(status, 401, "wrong token");
+
+    let (status, body) = post(
+        &c,
+        &url,
+        Some("s3cret"),
+        "application/json",
+        "{\"account\": ",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid JSON"),
+        "{body}"
+    );
+
+    let ndjson = format!("{good}\n{{\"account\": \"a1\"}}\n{good}\n");
+    let (status, body) = post(&c, &url, Some("s3cret"), "application/x-ndjson", ndjson).await;
+    assert_eq!(status, 400);
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("line 2: missing field `type`")
+            && msg.contains("no event of this request was stored"),
+        "{msg}"
+    );
+
+    let (status, body) = post(
+        &c,
+        &url,
+        Some("s3cret"),
+        "application/json",
+        json!([{"account": "a1", "type": "x"}, {"account": "ghost", "type": "x"}]).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("event 2: field `account`: unknown account `ghost`"),
+        "{body}"
+    );
+
+    let huge = format!("[{}]", vec![good.as_str(); 150_000].join(","));
+    let (status, _) = post(&c, &url, Some("s3cret"), "application/json", huge).await;
+    assert_eq!(status, 413, "oversized body");
+
+    // Nothing of the refused batches was stored: the next good one is new.
+    let (status, body) = post(
+        &c,
+        &url,
+        Some("s3cret"),
+        "application/x-ndjson",
+        format!("{good}\n"),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 1, "duplicates": 0}))
+    );
+
+    // PUT creates an account; a mismatched id is refused.
+    let put = |id: &str, body: Value| {
+        c.put(format!("{}/v1/accounts/{id}", d.base))
+            .header("authorization", "Bearer s3cret")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(
+        put("b2", json!({"name": "Bolt"}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        put("b3", json!({"id": "other"}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    let (status, _) = post(
+        &c,
+        &url,
+        Some("s3cret"),
+        "application/json",
+        json!({"account": "b2", "type": "x"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "an account created over HTTP takes events");
+    d.shutdown.cancel();
+    d.task.await.unwrap().unwrap();
+}
