@@ -77,6 +77,14 @@ impl Summary {
         lines
     }
 
+    /// Counts one occurrence of a problem, keeping the first account.
+    fn note(&mut self, message: String, account: &str) {
+        self.problems
+            .entry(message)
+            .or_insert((0, account.to_string()))
+            .0 += 1;
+    }
+
     fn absorb(&mut self, other: Summary) {
         self.actions += other.actions;
         for (msg, (count, account)) in other.problems {
@@ -464,12 +472,7 @@ impl Sim<'_> {
                                 "internal: moment `{}` planned an action at {} after the dry run had passed it (printed out of order)",
                                 a.moment, a.at
                             );
-                            let e = self
-                                .summary
-                                .problems
-                                .entry(message)
-                                .or_insert((0, account.to_string()));
-                            e.0 += 1;
+                            self.summary.note(message, account);
                         }
                         self.seq += 1;
                         let moment = self
@@ -487,14 +490,7 @@ impl Sim<'_> {
                         self.pending.insert(key, (index, a));
                     }
                 }
-                Decision::Problem { message, .. } => {
-                    let e = self
-                        .summary
-                        .problems
-                        .entry(message)
-                        .or_insert((0, account.to_string()));
-                    e.0 += 1;
-                }
+                Decision::Problem { message, .. } => self.summary.note(message, account),
                 _ => {}
             }
         }
