@@ -5,4 +5,5 @@ mod cli;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod smtp;
 mod support;
