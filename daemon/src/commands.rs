@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::config::diag::Diagnostic;
 use crate::config::{self, Config};
-use crate::engine::{AccountState, Engine};
+use crate::engine::AccountState;
 use crate::model::event::Event;
 use crate::simulate;
 use crate::source::jsonl;
@@ -167,20 +167,7 @@ pub fn render(args: &RenderArgs, out: &mut dyn Write, err: &mut dyn Write) -> i3
         );
     };
     let now = args.now.unwrap_or_else(Timestamp::now);
-    let public = config
-        .http
-        .public_url
-        .clone()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    let engine = Engine::new(
-        config.clone(),
-        Arc::new(move |a: &str| {
-            format!(
-                "{public}/unsubscribe/{}",
-                crate::deliver::unsubscribe_token(b"touchpilot-dry-run", a)
-            )
-        }),
-    );
+    let engine = simulate::dry_run_engine(config.clone());
     let mut st = AccountState::new(account, now);
     let mut ignored = Vec::new();
     engine.admit(&mut st, now, crate::engine::Mode::Silent, &mut ignored);

@@ -284,7 +284,7 @@ async fn unsubscribe_page<S: Store + 'static>(
             html_escape(&address)
         ))
         .into_response(),
-        None => (StatusCode::NOT_FOUND, Html("<!doctype html><p>This unsubscribe link is not valid.</p>")).into_response(),
+        None => invalid_link(),
     }
 }
 
@@ -293,11 +293,7 @@ async fn unsubscribe<S: Store + 'static>(
     Path(token): Path<String>,
 ) -> Response {
     let Some(address) = crate::deliver::verify_unsubscribe_token(&st.secret, &token) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Html("<!doctype html><p>This unsubscribe link is not valid.</p>"),
-        )
-            .into_response();
+        return invalid_link();
     };
     match st
         .runner
@@ -312,6 +308,14 @@ async fn unsubscribe<S: Store + 'static>(
         .into_response(),
         Err(err) => error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {err}")),
     }
+}
+
+fn invalid_link() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><p>This unsubscribe link is not valid.</p>"),
+    )
+        .into_response()
 }
 
 fn html_escape(s: &str) -> String {

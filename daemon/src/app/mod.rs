@@ -57,15 +57,9 @@ pub async fn run(
                 .unwrap_or_default()
         )
     });
-    let link_secret = secret.clone();
     let engine = Engine::new(
         config.clone(),
-        Arc::new(move |addr: &str| {
-            format!(
-                "{public}/unsubscribe/{}",
-                crate::deliver::unsubscribe_token(&link_secret, addr)
-            )
-        }),
+        crate::deliver::unsubscribe_links(public, secret.clone()),
     );
     let runner = Arc::new(Runner::new(store, engine));
 

@@ -78,15 +78,6 @@ impl CapLedger {
         }
         q.push_back(at);
     }
-
-    /// Checks, then records: whether an email may go (tests and simple callers).
-    pub fn admit(&mut self, cap: &Cap, address: &str, at: Timestamp) -> bool {
-        if self.full(cap, address, at) {
-            return false;
-        }
-        self.record(cap, address, at);
-        true
-    }
 }
 
 /// The verdict for one planned email at its send time. Non-email actions
@@ -111,7 +102,7 @@ pub fn verdict(
     // emails actually sent to that address"); only a contact's email from
     // a moment without `bypass_limits` can be held back by it.
     if let Some(cap) = cap {
-        if *contact && !action.bypass_limits && ledger.full(cap, to, action.at) {
+        if cap_applies(*contact, action.bypass_limits) && ledger.full(cap, to, action.at) {
             return Some(Suppression::FrequencyCap);
         }
         ledger.record(cap, to, action.at);
@@ -123,6 +114,17 @@ pub fn verdict(
 mod tests {
     use super::*;
     use crate::config::duration::Duration;
+
+    /// Check, then record: what the dry run does per email.
+    impl CapLedger {
+        fn admit(&mut self, cap: &Cap, address: &str, at: Timestamp) -> bool {
+            let full = self.full(cap, address, at);
+            if !full {
+                self.record(cap, address, at);
+            }
+            !full
+        }
+    }
 
     #[test]
     fn the_window_slides_and_is_half_open() {
@@ -139,6 +141,26 @@ mod tests {
         assert!(l.admit(&cap, "a@x.io", t("2026-01-08T00:00:00Z")));
         assert!(l.admit(&cap, "b@x.io", t("2026-01-08T00:00:00Z")));
     }
+}
+
+/// The key of the dry run's (and `render`'s) links: they are shown, never
+/// followed; the daemon signs with its installation secret.
+pub const DRY_RUN_SECRET: &[u8] = b"touchpilot-dry-run";
+
+/// The engine's link builder: `BASE/unsubscribe/TOKEN` for an address.
+pub fn unsubscribe_links(
+    base: String,
+    secret: Vec<u8>,
+) -> std::sync::Arc<dyn Fn(&str) -> String + Send + Sync> {
+    std::sync::Arc::new(move |addr: &str| {
+        format!("{base}/unsubscribe/{}", unsubscribe_token(&secret, addr))
+    })
+}
+
+/// Whether the per-contact cap applies to an email: only a contact's, and
+/// never one from a `bypass_limits` moment.
+pub fn cap_applies(contact: bool, bypass_limits: bool) -> bool {
+    contact && !bypass_limits
 }
 
 /// The token of an unsubscribe link: the address and a keyed signature of

@@ -121,12 +121,7 @@ impl Worker {
             Ok(()) => Outcome::Sent,
             Err(SendError::Fatal(error)) => Outcome::Dead { error },
             Err(SendError::Retryable(error)) => {
-                let first = p
-                    .get("at")
-                    .and_then(Value::as_str)
-                    .and_then(|a| a.parse::<Timestamp>().ok())
-                    .unwrap_or(now);
-                if now.duration_since(first) >= self.give_up_after {
+                if now.duration_since(due) >= self.give_up_after {
                     Outcome::Dead {
                         error: format!("gave up after {} attempts: {error}", claim.attempts),
                     }
@@ -153,12 +148,10 @@ impl Worker {
         if store.is_suppressed(to).await? {
             return Ok(Some("unsubscribed"));
         }
+        // The global list was asked above; the account's own contact
+        // record is the same rule the dry run applies.
         if let Some(loaded) = store.load_account(&claim.account).await?
-            && loaded
-                .state
-                .account
-                .contact(to)
-                .is_some_and(|c| c.unsubscribed)
+            && super::unsubscribed(&loaded.state.account, to, &|_| false)
         {
             return Ok(Some("unsubscribed"));
         }
@@ -168,8 +161,7 @@ impl Worker {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         if let Some(cap) = &self.cap
-            && contact
-            && !bypass
+            && super::cap_applies(contact, bypass)
         {
             let since = now.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
             if store.sends_since(to, since).await? >= i64::from(cap.max) {

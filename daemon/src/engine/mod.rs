@@ -510,7 +510,6 @@ impl Engine {
                     at,
                     silent: step.mode == Mode::Silent,
                 });
-                self.pass_over_past(st, pb, at);
                 if step.mode == Mode::Live && (current.is_some() || step.announce_entry) {
                     step.queue(
                         &pb.id,
@@ -522,9 +521,9 @@ impl Engine {
         }
         if let Some(pb) = target {
             self.milestones_by_condition(st, &pb, at, step, out);
-            // Data changes can move a due time or a date into the past
-            // (an earlier start, a changed renewal date): passed over, never
-            // fired at an instant already gone.
+            // On entry, and after data changes that move a due time or a
+            // date into the past (an earlier start, a changed renewal date):
+            // passed over, never fired at an instant already gone.
             self.pass_over_past(st, &pb, at);
         }
     }

@@ -140,20 +140,7 @@ pub fn run(config: Arc<Config>, opts: &Options, out: &mut dyn Write) -> Result<S
             to: opts.to,
         });
     }
-    let public = config
-        .http
-        .public_url
-        .clone()
-        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
-    let engine = Engine::new(
-        config.clone(),
-        Arc::new(move |addr: &str| {
-            format!(
-                "{public}/unsubscribe/{}",
-                deliver::unsubscribe_token(b"touchpilot-dry-run", addr)
-            )
-        }),
-    );
+    let engine = dry_run_engine(config.clone());
     let mut summary = Summary::default();
 
     let mut states: Vec<AccountState> = jsonl::read_accounts(&opts.accounts)?
@@ -288,6 +275,20 @@ fn merge(
         let (_, _, line) = heads[i].pop_front().expect("non-empty");
         out.write_all(&line)?;
     }
+}
+
+/// The engine as the dry run (and `render`) use it: unsubscribe links to
+/// the configured public URL, signed with the dry-run key.
+pub fn dry_run_engine(config: Arc<Config>) -> Engine {
+    let public = config
+        .http
+        .public_url
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_string());
+    Engine::new(
+        config,
+        deliver::unsubscribe_links(public, deliver::DRY_RUN_SECRET.to_vec()),
+    )
 }
 
 /// What every worker shares.
