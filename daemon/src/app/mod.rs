@@ -44,6 +44,16 @@ pub async fn run(
     let store = SqliteStore::open(&config.store)
         .await
         .with_context(|| format!("while opening the store `{}`", config.store))?;
+    serve(config, store, listener, shutdown).await
+}
+
+/// Runs the daemon over an opened store: every store runs the same loops.
+pub async fn serve<S: Store + 'static>(
+    config: Arc<Config>,
+    store: S,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let secret = store
         .secret()
         .await
@@ -165,8 +175,8 @@ async fn pause(until: Option<Timestamp>, wake: &Notify, shutdown: &CancellationT
     }
 }
 
-async fn engine_loop(
-    runner: Arc<Runner<SqliteStore>>,
+async fn engine_loop<S: Store + 'static>(
+    runner: Arc<Runner<S>>,
     wake: Arc<Notify>,
     wake_worker: Arc<Notify>,
     counters: Arc<Counters>,
@@ -210,8 +220,8 @@ async fn engine_loop(
     }
 }
 
-async fn worker_loop(
-    runner: Arc<Runner<SqliteStore>>,
+async fn worker_loop<S: Store + 'static>(
+    runner: Arc<Runner<S>>,
     worker: Worker,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
