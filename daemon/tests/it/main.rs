@@ -5,5 +5,6 @@ mod cli;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod plugins;
 mod smtp;
 mod support;
