@@ -117,7 +117,9 @@ pub async fn serve<S: Store + 'static>(
     let mailer = Mailer::new(&config.email.transport, &from, &base).map_err(anyhow::Error::msg)?;
     let webhooks = Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
-    let worker = Worker::new(mailer, webhooks, config.cap);
+    let mut worker = Worker::new(mailer, webhooks, config.cap);
+    let connectors = crate::deliver::connector::Connectors::load(&config.connectors).await;
+    worker.connectors = Some(connectors.clone());
 
     let counters = Arc::new(Counters::default());
     let wake_engine = Arc::new(Notify::new());

@@ -13,8 +13,8 @@ use super::webhook::Webhooks;
 use crate::config::Cap;
 use crate::store::{Claimed, Outcome, Result, Store};
 
-/// The kinds this worker delivers; connector rows wait for the plugin host.
-pub const KINDS: &[&str] = &["email", "webhook"];
+/// The kinds this worker delivers.
+pub const KINDS: &[&str] = &["email", "webhook", "connector"];
 
 pub struct Worker {
     pub mailer: Mailer,
@@ -26,6 +26,9 @@ pub struct Worker {
     pub first_retry: SignedDuration,
     pub max_retry: SignedDuration,
     pub give_up_after: SignedDuration,
+    /// Connector plugins (`deliver::connector`); without them, connector
+    /// rows are retried until the daemon runs with its plugins.
+    pub connectors: Option<super::connector::Connectors>,
 }
 
 /// How a batch went.
@@ -53,6 +56,7 @@ impl Worker {
             first_retry: SignedDuration::from_secs(30),
             max_retry: SignedDuration::from_hours(1),
             give_up_after: SignedDuration::from_hours(72),
+            connectors: None,
         }
     }
 
@@ -106,6 +110,15 @@ impl Worker {
                     self.grace
                 ),
             });
+        }
+        if claim.kind == "connector" {
+            let connectors =
+                self.connectors
+                    .clone()
+                    .unwrap_or_else(|| super::connector::Connectors {
+                        host: Default::default(),
+                    });
+            return connectors.deliver(self, store, claim, now, due).await;
         }
         let result = if claim.kind == "email" {
             if let Some(reason) = self.consent(store, claim, now).await? {
@@ -173,7 +186,7 @@ impl Worker {
 
     /// Exponential from `first_retry`, capped at `max_retry`, with ±20% jitter
     /// so that retries of one outage do not arrive together.
-    fn backoff(&self, attempts: i64) -> SignedDuration {
+    pub(super) fn backoff(&self, attempts: i64) -> SignedDuration {
         let exp = attempts.clamp(1, 30) - 1;
         let base = self.first_retry.as_secs_f64() * 2f64.powi(exp as i32);
         let capped = base.min(self.max_retry.as_secs_f64());
