@@ -69,7 +69,7 @@ pub async fn serve<S: Store + 'static>(
     });
     let engine = Engine::new(
         config.clone(),
-        crate::deliver::unsubscribe_links(public, secret.clone()),
+        crate::deliver::unsubscribe_links(public.clone(), secret.clone()),
     );
     let runner = Arc::new(Runner::new(store, engine));
 
@@ -134,6 +134,19 @@ pub async fn serve<S: Store + 'static>(
         counters: counters.clone(),
     });
 
+    // Connectors: their sources poll, their webhooks are served beside the API.
+    let hooks = api::vendor_hooks::router(Arc::new(api::vendor_hooks::HooksState {
+        connectors: connectors.clone(),
+        runner: runner.clone(),
+        wake: wake_engine.clone(),
+        public_url: public,
+    }));
+    let source_loop = tokio::spawn(crate::source::connector::poll_loop(
+        connectors,
+        runner.clone(),
+        wake_engine.clone(),
+        shutdown.clone(),
+    ));
     let engine_loop = tokio::spawn(engine_loop(
         runner.clone(),
         wake_engine,
@@ -150,12 +163,13 @@ pub async fn serve<S: Store + 'static>(
     ));
     ready.store(true, Ordering::Release);
     eprintln!("touchpilot: serving on {}", listener.local_addr()?);
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, api::router(state).merge(hooks))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("while serving HTTP")?;
     engine_loop.await.context("engine loop")??;
     worker_loop.await.context("delivery loop")??;
+    source_loop.await.context("connector source loop")?;
     eprintln!("touchpilot: stopped");
     Ok(())
 }

@@ -256,6 +256,14 @@ pub trait Store: Send + Sync {
 
     fn is_suppressed(&self, address: &str) -> impl Future<Output = Result<bool>> + Send;
 
+    /// A connector source's cursor (`None` before its first poll).
+    fn cursor(&self, source: &str) -> impl Future<Output = Result<Option<Value>>> + Send;
+
+    /// Replaces a connector source's cursor. Called after the accounts and
+    /// events of a poll are stored, so a crash repeats a poll (whose
+    /// results are deduplicated) but never skips one.
+    fn set_cursor(&self, source: &str, cursor: &Value) -> impl Future<Output = Result<()>> + Send;
+
     /// Emails sent to `address` after `since` (for the frequency cap).
     fn sends_since(
         &self,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
@@ -477,6 +478,29 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(row.get::<String, _>(0).into_bytes())
+    }
+
+    // Cursors live in `meta` under `cursor:NAME`: one small row per
+    // source, no table of their own.
+    async fn cursor(&self, source: &str) -> Result<Option<Value>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(format!("cursor:{source}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            serde_json::from_str(&r.get::<String, _>(0))
+                .map_err(|e| StoreError::Corrupt(format!("cursor of `{source}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {

@@ -332,6 +332,21 @@ async fn suite<S: Store>(s: &S) {
     s.suppress("Ann@Acme.example", "link", now).await.unwrap();
     s.suppress("ann@acme.example", "link", now).await.unwrap();
     assert!(s.is_suppressed("ANN@acme.example").await.unwrap());
+
+    // Connector cursors: absent, then the last one set, per source.
+    assert_eq!(s.cursor("zendesk").await.unwrap(), None);
+    s.set_cursor("zendesk", &json!({"after": "a1"}))
+        .await
+        .unwrap();
+    s.set_cursor("zendesk", &json!({"after": "a2"}))
+        .await
+        .unwrap();
+    s.set_cursor("hubspot", &json!(17)).await.unwrap();
+    assert_eq!(
+        s.cursor("zendesk").await.unwrap(),
+        Some(json!({"after": "a2"}))
+    );
+    assert_eq!(s.cursor("hubspot").await.unwrap(), Some(json!(17)));
 }
 
 #[tokio::test]

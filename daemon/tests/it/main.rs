@@ -2,9 +2,11 @@
 
 mod agree;
 mod cli;
+mod connectors;
 mod daemon;
 mod deliver;
 mod fixtures;
 mod plugins;
 mod smtp;
 mod support;
+mod vendors;

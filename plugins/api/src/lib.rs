@@ -25,6 +25,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod mapping;
+pub mod sign;
 pub mod wire;
 
 pub use wire::{HttpRequest, HttpResponse};
@@ -259,6 +261,30 @@ impl Host {
     /// `table` must point to a host table that outlives every use.
     pub unsafe fn from_raw(table: *const HostTable) -> Host {
         Host { table }
+    }
+
+    /// A host without a daemon: every HTTP request fails, logs and
+    /// metrics go nowhere. For unit tests of a connector's pure logic.
+    pub fn offline() -> Host {
+        unsafe extern "C" fn http(_: *const c_void, _: Slice) -> Buffer {
+            reply_buffer(Reply::Error(Error::fatal("offline host: no HTTP")))
+        }
+        unsafe extern "C" fn log(_: *const c_void, _: u32, _: Slice) {}
+        unsafe extern "C" fn metric(_: *const c_void, _: Slice, _: f64) {}
+        struct Offline(HostTable);
+        // SAFETY: immutable, with a null context that is never read.
+        unsafe impl Sync for Offline {}
+        static OFFLINE: Offline = Offline(HostTable {
+            abi_major: ABI_MAJOR,
+            abi_minor: ABI_MINOR,
+            size: std::mem::size_of::<HostTable>(),
+            ctx: std::ptr::null(),
+            http,
+            log,
+            metric,
+            free: export_free,
+        });
+        Host { table: &OFFLINE.0 }
     }
 
     fn table(&self) -> &HostTable {

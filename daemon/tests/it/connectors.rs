@@ -1,0 +1,543 @@
+//! The real connectors, loaded as `.so` files by the real host, against
+//! local servers answering as the vendors document (`vendors.rs`): one
+//! conformance suite every connector passes, each connector's own
+//! requests and events, and the full path from a Zendesk ticket to one
+//! HubSpot task.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use touchpilot::plugin_host::{Limits, Plugin};
+use touchpilot_plugin::caps;
+
+use crate::plugins::library;
+use crate::vendors::{self, Mock, Resp};
+
+fn limits() -> Limits {
+    Limits {
+        http_timeout: Duration::from_secs(5),
+        call_timeout: Duration::from_secs(20),
+    }
+}
+
+fn zendesk_config(base: &str) -> Value {
+    json!({"base_url": base, "email": vendors::zendesk::AUTH_EMAIL, "token": vendors::zendesk::AUTH_TOKEN,
+           "webhook_secret": "zd-secret", "start_time": 1767225600})
+}
+
+fn hubspot_config(base: &str) -> Value {
+    json!({"base_url": base, "oauth": {"client_id": "cid", "client_secret": vendors::hubspot::CLIENT_SECRET, "refresh_token": "hs-refresh",
+                     "access_token": "tok-1"},
+           "start_ms": 1767225600000i64, "owners": {"dana@vendor.example": "64492917"}})
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// What the conformance suite needs to know about one connector.
+struct Case {
+    stem: &'static str,
+    mock: Mock,
+    config: Value,
+    /// An action it supports, with content, for an account it knows.
+    action: &'static str,
+    content: Value,
+    account: Value,
+    /// How many objects the vendor holds that actions created.
+    created: fn(&Mock) -> usize,
+}
+
+/// Every connector: loads and describes itself, refuses a bad
+/// configuration by field, refuses an action it lacks by listing those it
+/// has, writes idempotently, pages a poll to its end, classifies a 429
+/// with `Retry-After`, and refuses an unsigned webhook.
+async fn conformance(c: Case) {
+    let lib = library(c.stem);
+    let mut bad = c.config.clone();
+    bad["no_such_field"] = json!(1);
+    let e = Plugin::load("x", &lib, &bad, limits()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("config: unknown field `no_such_field`"),
+        "{}: {e}",
+        c.stem
+    );
+
+    let p = Plugin::load("x", &lib, &c.config, limits()).unwrap();
+    assert!(!p.plugin_name.is_empty() && !p.version.is_empty());
+    assert!(p.can(caps::ACTIONS) && p.can(caps::SOURCE), "{}", c.stem);
+    assert_eq!(p.call("check", &Value::Null).await.unwrap(), json!({}));
+
+    let act = |action: &str, key: &str| {
+        json!({"action": action, "key": key, "account": c.account, "content": c.content,
+               "at": "2026-03-02T10:00:00Z", "now": "2026-03-02T10:00:00Z"})
+    };
+    let e = p
+        .call("act", &act("launch_rocket", "tp-0"))
+        .await
+        .unwrap_err();
+    assert!(!e.retryable());
+    assert!(
+        e.to_string()
+            .contains("has no action `launch_rocket`; it offers"),
+        "{e}"
+    );
+
+    let first = p.call("act", &act(c.action, "tp-1")).await.unwrap();
+    assert_eq!(first["created"], true, "{}: {first}", c.stem);
+    let again = p.call("act", &act(c.action, "tp-1")).await.unwrap();
+    assert_eq!(
+        again["created"], false,
+        "{}: a retry finds its result: {again}",
+        c.stem
+    );
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(
+        (c.created)(&c.mock),
+        1,
+        "{}: one object for one key",
+        c.stem
+    );
+
+    // A poll from nothing pages to its end with the cursors it returns.
+    let mut cursor = Value::Null;
+    for page in 0.. {
+        assert!(page < 20, "{}: the poll never ends", c.stem);
+        let r = p
+            .call(
+                "poll",
+                &json!({"cursor": cursor, "now": "2026-03-02T12:00:00Z"}),
+            )
+            .await
+            .unwrap();
+        assert!(!r["cursor"].is_null(), "{}: {r}", c.stem);
+        cursor = r["cursor"].clone();
+        if r["more"] != true {
+            break;
+        }
+    }
+
+    // Rate limited: retryable, no sooner than the vendor said.
+    c.mock.fault(
+        "/",
+        Resp {
+            status: 429,
+            headers: vec![("retry-after", "17".into())],
+            body: json!({"error": "TooManyRequests"}),
+            hang: false,
+        },
+    );
+    let e = p
+        .call(
+            "poll",
+            &json!({"cursor": cursor, "now": "2026-03-02T12:00:00Z"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.retryable(), "{}: {e}", c.stem);
+    assert_eq!(
+        e.retry_after(),
+        Some(Duration::from_secs(17)),
+        "{}: {e}",
+        c.stem
+    );
+
+    if p.can(caps::WEBHOOK) {
+        let r = p
+            .call(
+                "webhook",
+                &json!({"method": "POST", "uri": "http://x/hooks/x", "headers": [], "body": "{}",
+                        "now": "2026-03-02T12:00:00Z"}),
+            )
+            .await
+            .unwrap();
+        assert!(
+            r["rejected"].as_str().unwrap().contains("not signed"),
+            "{r}"
+        );
+    }
+}
+
+fn zendesk_data() -> (Value, Value) {
+    let orgs = json!([
+        {"id": 509974, "name": "Acme", "external_id": "ACME-1", "domain_names": ["acme.example"], "tags": ["enterprise"],
+         "organization_fields": {"tier": "gold"}, "created_at": "2025-11-14T00:14:52Z", "updated_at": "2026-01-02T00:00:00Z"},
+        {"id": 509975, "name": "Globex", "external_id": null, "domain_names": [], "tags": [],
+         "organization_fields": {}, "created_at": "2025-11-14T00:14:52Z", "updated_at": "2026-01-03T00:00:00Z"},
+        {"id": 509976, "name": "Initech", "external_id": null, "domain_names": [], "tags": [],
+         "organization_fields": {}, "created_at": "2025-11-14T00:14:52Z", "updated_at": "2026-01-04T00:00:00Z"}
+    ]);
+    let tickets = json!([
+        {"id": 35436, "subject": "Help, my printer is on fire!", "priority": "urgent", "status": "new",
+         "organization_id": 509974, "requester_id": 20978392, "tags": ["enterprise"],
+         "created_at": "2026-03-02T09:00:00Z", "updated_at": "2026-03-02T09:00:00Z"},
+        {"id": 35437, "subject": "Invoice question", "priority": "low", "status": "open",
+         "organization_id": 509975, "requester_id": 20978393, "tags": [],
+         "created_at": "2026-02-01T09:00:00Z", "updated_at": "2026-03-01T09:00:00Z"},
+        {"id": 35438, "subject": "No organization", "priority": "high", "status": "open",
+         "organization_id": null, "requester_id": 1, "tags": [],
+         "created_at": "2026-03-01T09:00:00Z", "updated_at": "2026-03-01T10:00:00Z"}
+    ]);
+    (orgs, tickets)
+}
+
+fn hubspot_data() -> (Value, Value, Value) {
+    let companies = json!([
+        {"id": "500123", "properties": {"name": "Acme", "domain": "acme.example", "industry": "fintech", "mrr": "5200",
+            "hubspot_owner_id": "64492917", "hs_lastmodifieddate": "2026-01-02T00:00:00.000Z"},
+         "createdAt": "2023-11-07T05:31:56Z", "updatedAt": "2026-01-02T00:00:00Z", "archived": false},
+        {"id": "500124", "properties": {"name": "Globex", "domain": "globex.example", "hs_lastmodifieddate": "2026-01-03T00:00:00.000Z"},
+         "createdAt": "2023-11-07T05:31:56Z", "updatedAt": "2026-01-03T00:00:00Z", "archived": false},
+        {"id": "500125", "properties": {"name": "Initech", "hs_lastmodifieddate": "2026-01-04T00:00:00.000Z"},
+         "createdAt": "2023-11-07T05:31:56Z", "updatedAt": "2026-01-04T00:00:00Z", "archived": false}
+    ]);
+    let contacts = json!({
+        "9001": {"email": "ann@acme.example", "firstname": "Ann", "lastname": "Lee"},
+        "9002": {"email": "cy@acme.example", "firstname": "Cy", "lastname": "Oh"}
+    });
+    let associations = json!({"500123": [[9001, "Champion"], [9002, "Executive sponsor"]]});
+    (companies, contacts, associations)
+}
+
+#[tokio::test]
+async fn zendesk_passes_the_conformance_suite() {
+    let (orgs, tickets) = zendesk_data();
+    let mock = vendors::zendesk::start(orgs, tickets).await;
+    conformance(Case {
+        stem: "touchpilot_zendesk",
+        config: zendesk_config(&mock.base),
+        mock,
+        action: "create_ticket",
+        content: json!({"subject": "Renewal risk", "body": "Usage down 30%", "priority": "high"}),
+        account: json!({"id": "509974", "name": "Acme"}),
+        created: |m| m.data.lock().unwrap()["created"].as_array().unwrap().len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hubspot_passes_the_conformance_suite() {
+    let (companies, contacts, associations) = hubspot_data();
+    let mock = vendors::hubspot::start(companies, contacts, associations).await;
+    conformance(Case {
+        stem: "touchpilot_hubspot",
+        config: hubspot_config(&mock.base),
+        mock,
+        action: "create_task",
+        content: json!({"subject": "Call Acme about renewal", "body": "Usage down 30%", "priority": "high"}),
+        account: json!({"id": "509974", "attributes": {"hubspot_company_id": "500123"},
+                        "owner": {"email": "dana@vendor.example"}}),
+        created: |m| m.data.lock().unwrap()["tasks"].as_array().unwrap().len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn zendesk_polls_both_exports_page_by_page_and_yields_ticket_events() {
+    let (orgs, tickets) = zendesk_data();
+    let mock = vendors::zendesk::start(orgs, tickets).await;
+    let p = Plugin::load(
+        "zendesk",
+        &library("touchpilot_zendesk"),
+        &zendesk_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let now = json!("2026-03-02T12:00:00Z");
+    let r1 = p
+        .call("poll", &json!({"cursor": null, "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r1["more"], true);
+    assert_eq!(r1["accounts"].as_array().unwrap().len(), 2);
+    assert_eq!(r1["accounts"][0]["id"], "509974");
+    assert_eq!(r1["accounts"][0]["attributes"]["fields"]["tier"], "gold");
+    let r2 = p
+        .call("poll", &json!({"cursor": r1["cursor"], "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r2["more"], false, "{r2}");
+    // The time-based export includes its start second: Globex comes
+    // again, and is deduplicated when stored.
+    let names: Vec<&str> = r2["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Globex", "Initech"]);
+    // The requests: start_time first, then the export's own cursor and end_time.
+    let orgs = mock.seen("/api/v2/incremental/organizations.json");
+    assert_eq!(orgs[0].query("start_time").as_deref(), Some("1767225600"));
+    assert_eq!(orgs[1].query("start_time").as_deref(), Some("1767398400"));
+    let tix = mock.seen("/api/v2/incremental/tickets/cursor.json");
+    assert_eq!(tix[0].query("start_time").as_deref(), Some("1767225600"));
+    assert_eq!(tix[1].query("cursor").as_deref(), Some("pos2"));
+    assert!(
+        tix.iter()
+            .all(|r| r.header("accept") == Some("application/json"))
+    );
+    // Events: a ticket without organization is no account's.
+    let mut ids: Vec<String> = [&r1, &r2]
+        .iter()
+        .flat_map(|r| {
+            r["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "zendesk:ticket:35436:created",
+            "zendesk:ticket:35437:2026-03-01T09:00:00Z",
+            "zendesk:ticket:35437:created",
+        ]
+    );
+    // Caught up: the organization export restarts `overlap` before its end.
+    assert_eq!(
+        r2["cursor"]["organizations"]["start_time"],
+        1767484800 - 300
+    );
+    assert_eq!(r2["cursor"]["tickets"]["after"], "pos3");
+}
+
+#[tokio::test]
+async fn zendesk_refuses_bad_credentials_and_reports_validation_errors() {
+    let (orgs, tickets) = zendesk_data();
+    let mock = vendors::zendesk::start(orgs, tickets).await;
+    let mut config = zendesk_config(&mock.base);
+    config["token"] = json!("wrong");
+    let p = Plugin::load("zendesk", &library("touchpilot_zendesk"), &config, limits()).unwrap();
+    let e = p
+        .call(
+            "poll",
+            &json!({"cursor": null, "now": "2026-03-02T12:00:00Z"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.retryable());
+    assert!(
+        e.to_string().contains(
+            "HTTP 401 {\"error\":\"Couldn't authenticate you\"}: check `email` and `token`"
+        ),
+        "{e}"
+    );
+
+    let p = Plugin::load(
+        "zendesk",
+        &library("touchpilot_zendesk"),
+        &zendesk_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let e = p
+        .call(
+            "act",
+            &json!({"action": "create_ticket", "key": "tp-2", "account": {"id": "509974"},
+                              "content": {"subject": ""}, "now": "2026-03-02T12:00:00Z"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.retryable());
+    assert!(
+        e.to_string().contains("zendesk create_ticket: HTTP 422"),
+        "{e}"
+    );
+    let sent = mock.seen("/api/v2/tickets.json")[0].json();
+    assert_eq!(sent["ticket"]["external_id"], "tp-2");
+    assert_eq!(sent["ticket"]["organization_id"], 509974);
+}
+
+#[tokio::test]
+async fn hubspot_refreshes_an_expired_token_and_reads_companies_with_contact_roles() {
+    let (companies, contacts, associations) = hubspot_data();
+    let mock = vendors::hubspot::start(companies, contacts, associations).await;
+    let p = Plugin::load(
+        "hubspot",
+        &library("touchpilot_hubspot"),
+        &hubspot_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let now = json!("2026-03-02T12:00:00Z");
+    let r1 = p
+        .call("poll", &json!({"cursor": null, "now": now}))
+        .await
+        .unwrap();
+    let acme = &r1["accounts"][0];
+    assert_eq!(acme["id"], "500123");
+    assert_eq!(acme["mrr"], 5200.0);
+    assert_eq!(acme["owner"]["hubspot_owner_id"], "64492917");
+    assert_eq!(
+        acme["contacts"],
+        json!([
+        {"email": "ann@acme.example", "name": "Ann Lee", "hubspot_contact_id": "9001", "role": "champion"},
+        {"email": "cy@acme.example", "name": "Cy Oh", "hubspot_contact_id": "9002", "role": "sponsor"}])
+    );
+    assert_eq!(r1["more"], true);
+    let r2 = p
+        .call("poll", &json!({"cursor": r1["cursor"], "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r2["more"], false);
+    assert_eq!(r2["accounts"][0]["name"], "Initech");
+    // The first token is refreshed from the token endpoint once, then used.
+    let token = mock.seen("/oauth/v1/token");
+    assert_eq!(token.len(), 1);
+    assert!(token[0].body.contains("grant_type=refresh_token&client_id=cid&client_secret=hs-client-secret&refresh_token=hs-refresh"));
+    let searches = mock.seen("/crm/v3/objects/companies/search");
+    assert_eq!(searches[0].header("authorization"), Some("Bearer tok-1"));
+    assert!(
+        searches[1..]
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer tok-2"))
+    );
+    let body = searches[1].json();
+    assert_eq!(
+        body["filterGroups"][0]["filters"][0],
+        json!({"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": "1767225600000"})
+    );
+    assert_eq!(
+        body["sorts"][0],
+        json!({"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"})
+    );
+    assert_eq!(searches[2].json()["after"], "2");
+    // Caught up: the next poll starts `overlap` before the last change seen.
+    assert_eq!(r2["cursor"]["since_ms"], 1767484800000i64 - 300_000);
+
+    // A private-app token that is refused is fatal: nothing to refresh.
+    let fixed = json!({"base_url": mock.base, "token": "revoked"});
+    let p = Plugin::load("hubspot", &library("touchpilot_hubspot"), &fixed, limits()).unwrap();
+    let e = p
+        .call("poll", &json!({"cursor": null, "now": now}))
+        .await
+        .unwrap_err();
+    assert!(
+        !e.retryable() && e.to_string().contains("replace `token`"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn hubspot_creates_a_task_for_the_owner_due_later_and_linked_to_the_company() {
+    let (companies, contacts, associations) = hubspot_data();
+    let mock = vendors::hubspot::start(companies, contacts, associations).await;
+    let p = Plugin::load(
+        "hubspot",
+        &library("touchpilot_hubspot"),
+        &hubspot_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let r = p
+        .call(
+            "act",
+            &json!({"action": "create_task", "key": "tp-abc",
+            "account": {"id": "500123", "owner": {"email": "dana@vendor.example"}},
+            "content": {"subject": "Call Acme", "body": "Urgent ticket", "priority": "high"},
+            "at": "2026-03-02T10:00:00Z", "now": "2026-03-02T10:00:00Z"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"id": "9000", "created": true}));
+    let search = &mock.seen("/crm/v3/objects/tasks/search")[1];
+    assert_eq!(
+        search.json()["filterGroups"][0]["filters"][0],
+        json!({"propertyName": "touchpilot_key", "operator": "EQ", "value": "tp-abc"})
+    );
+    let create = mock
+        .seen("/crm/v3/objects/tasks")
+        .into_iter()
+        .find(|r| r.path() == "/crm/v3/objects/tasks")
+        .unwrap();
+    assert_eq!(
+        create.json(),
+        json!({
+        "properties": {"hs_timestamp": "2026-03-05T10:00:00Z", "hs_task_subject": "Call Acme", "hs_task_body": "Urgent ticket",
+            "hs_task_status": "NOT_STARTED", "hs_task_priority": "HIGH", "hs_task_type": "TODO",
+            "hubspot_owner_id": "64492917", "touchpilot_key": "tp-abc"},
+        "associations": [{"to": {"id": "500123"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 192}]}]})
+    );
+}
+
+/// A v3 signature as HubSpot computes it.
+fn hubspot_signature(uri: &str, body: &str, ts: &str) -> String {
+    use touchpilot_plugin::sign;
+    sign::base64(&sign::hmac_sha256(
+        vendors::hubspot::CLIENT_SECRET.as_bytes(),
+        &[b"POST", uri.as_bytes(), body.as_bytes(), ts.as_bytes()],
+    ))
+}
+
+#[tokio::test]
+async fn hubspot_webhooks_are_verified_and_stale_ones_refused() {
+    let (companies, contacts, associations) = hubspot_data();
+    let mock = vendors::hubspot::start(companies, contacts, associations).await;
+    let p = Plugin::load(
+        "hubspot",
+        &library("touchpilot_hubspot"),
+        &hubspot_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let body = r#"[{"eventId":100,"subscriptionId":7,"portalId":62515,"appId":1,"occurredAt":1772445600000,"subscriptionType":"company.propertyChange","attemptNumber":0,"objectId":500123,"changeSource":"CRM","propertyName":"lifecyclestage","propertyValue":"customer"}]"#;
+    let uri = "https://cs.example.com/hooks/hubspot";
+    let now_ms = t("2026-03-02T10:01:00Z").as_millisecond();
+    let ts = now_ms.to_string();
+    let call = |sig: String, ts: String, now: &str| {
+        json!({"method": "POST", "uri": uri, "body": body, "now": now,
+               "headers": [["X-HubSpot-Signature-v3", sig], ["X-HubSpot-Request-Timestamp", ts]]})
+    };
+    let r = p
+        .call(
+            "webhook",
+            &call(
+                hubspot_signature(uri, body, &ts),
+                ts.clone(),
+                "2026-03-02T10:01:00Z",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["events"],
+        json!([{"id": "hubspot:webhook:100", "account": "500123", "type": "company.property_changed",
+        "at": "2026-03-02T10:00:00Z", "data": {"property": "lifecyclestage", "value": "customer", "source": "CRM"}}])
+    );
+    let r = p
+        .call(
+            "webhook",
+            &call(
+                hubspot_signature(uri, "[]", &ts),
+                ts.clone(),
+                "2026-03-02T10:01:00Z",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["rejected"], "signature mismatch");
+    // The same signed request six minutes later: a replay.
+    let r = p
+        .call(
+            "webhook",
+            &call(
+                hubspot_signature(uri, body, &ts),
+                ts,
+                "2026-03-02T10:07:00Z",
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(
+        r["rejected"]
+            .as_str()
+            .unwrap()
+            .contains("older than five minutes")
+    );
+}

@@ -1,0 +1,458 @@
+//! Local stand-ins for the vendors' APIs, answering as their references
+//! document (docs/research/connectors.md cites each shape): pagination,
+//! 429 with `Retry-After`, expired tokens, validation errors. Every request
+//! is recorded so tests can check what a connector asked for.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// A request as the vendor saw it.
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Req {
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+    pub fn query(&self, name: &str) -> Option<String> {
+        let q = self.uri.split_once('?')?.1;
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// An answer. `hang`: never answer (after the handler's effects).
+#[derive(Debug, Clone, Default)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+    pub hang: bool,
+}
+
+pub fn ok(status: u16, body: Value) -> Resp {
+    Resp {
+        status,
+        body,
+        ..Resp::default()
+    }
+}
+
+/// A scripted answer for the next request whose path starts with `path`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub path: &'static str,
+    pub resp: Resp,
+}
+
+type Handler = Arc<dyn Fn(&mut Value, &Req) -> Resp + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Mock {
+    pub base: String,
+    pub requests: Arc<Mutex<Vec<Req>>>,
+    pub faults: Arc<Mutex<VecDeque<Fault>>>,
+    /// The vendor's data (organizations, tickets, companies, tasks...).
+    pub data: Arc<Mutex<Value>>,
+    handler: Handler,
+}
+
+impl Mock {
+    pub async fn start(data: Value, handler: Handler) -> Mock {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock = Mock {
+            base: format!("http://{}", listener.local_addr().unwrap()),
+            requests: Default::default(),
+            faults: Default::default(),
+            data: Arc::new(Mutex::new(data)),
+            handler,
+        };
+        let app = axum::Router::new().fallback(serve).with_state(mock.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        mock
+    }
+
+    pub fn fault(&self, path: &'static str, resp: Resp) {
+        self.faults.lock().unwrap().push_back(Fault { path, resp });
+    }
+
+    /// Requests whose path starts with `prefix`.
+    pub fn seen(&self, prefix: &str) -> Vec<Req> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path().starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn serve(
+    State(m): State<Mock>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req = Req {
+        method: method.to_string(),
+        uri: uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    m.requests.lock().unwrap().push(req.clone());
+    let fault = {
+        let mut faults = m.faults.lock().unwrap();
+        let i = faults.iter().position(|f| req.path().starts_with(f.path));
+        i.and_then(|i| faults.remove(i))
+    };
+    let resp = match fault {
+        Some(f) => f.resp,
+        None => (m.handler)(&mut m.data.lock().unwrap(), &req),
+    };
+    if resp.hang {
+        std::future::pending::<()>().await;
+    }
+    let mut builder = axum::http::Response::builder()
+        .status(StatusCode::from_u16(resp.status).unwrap())
+        .header("content-type", "application/json");
+    for (k, v) in &resp.headers {
+        builder = builder.header(*k, v);
+    }
+    builder
+        .body(axum::body::Body::from(resp.body.to_string()))
+        .unwrap()
+        .into_response()
+}
+
+pub mod zendesk {
+    //! Zendesk Support: incremental exports (time-based for organizations,
+    //! cursor-based for tickets), show ticket, create ticket with
+    //! `Idempotency-Key`. Two items per page, so every sync pages.
+
+    use super::*;
+
+    pub const AUTH_EMAIL: &str = "agent@acme.example";
+    pub const AUTH_TOKEN: &str = "zd-api-token";
+    const PAGE: usize = 2;
+
+    fn unix(ts: &str) -> i64 {
+        ts.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    pub async fn start(orgs: Value, tickets: Value) -> Mock {
+        let data = json!({"organizations": orgs, "tickets": tickets, "created": [], "keys": {}});
+        Mock::start(data, Arc::new(handle)).await
+    }
+
+    fn handle(d: &mut Value, r: &Req) -> Resp {
+        use base64::Engine as _;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{AUTH_EMAIL}/token:{AUTH_TOKEN}"))
+        );
+        if r.header("authorization") != Some(expected.as_str()) {
+            return ok(401, json!({"error": "Couldn't authenticate you"}));
+        }
+        let path = r.path().to_string();
+        match (r.method.as_str(), path.as_str()) {
+            ("GET", "/api/v2/incremental/organizations.json") => {
+                let start: i64 = r.query("start_time").unwrap().parse().unwrap();
+                let mut orgs: Vec<Value> = d["organizations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|o| unix(o["updated_at"].as_str().unwrap()) >= start)
+                    .cloned()
+                    .collect();
+                orgs.sort_by_key(|o| unix(o["updated_at"].as_str().unwrap()));
+                let end = orgs.len() <= PAGE;
+                orgs.truncate(PAGE);
+                let end_time = orgs
+                    .last()
+                    .map(|o| unix(o["updated_at"].as_str().unwrap()))
+                    .unwrap_or(start);
+                ok(
+                    200,
+                    json!({
+                    "count": orgs.len(), "end_of_stream": end, "end_time": end_time,
+                    "next_page": format!("https://acme.zendesk.com/api/v2/incremental/organizations?start_time={end_time}"),
+                    "organizations": orgs}),
+                )
+            }
+            ("GET", "/api/v2/incremental/tickets/cursor.json") => {
+                let mut tickets: Vec<Value> = d["tickets"].as_array().unwrap().clone();
+                tickets
+                    .sort_by_key(|t| (unix(t["updated_at"].as_str().unwrap()), t["id"].as_u64()));
+                // The cursor is the position after the last ticket sent.
+                let from = match (r.query("cursor"), r.query("start_time")) {
+                    (Some(c), _) => c.trim_start_matches("pos").parse::<usize>().unwrap(),
+                    (None, Some(s)) => {
+                        let s: i64 = s.parse().unwrap();
+                        tickets
+                            .iter()
+                            .position(|t| unix(t["updated_at"].as_str().unwrap()) >= s)
+                            .unwrap_or(tickets.len())
+                    }
+                    (None, None) => return ok(400, json!({"error": "InvalidPaginationParameter"})),
+                };
+                let page: Vec<Value> = tickets.iter().skip(from).take(PAGE).cloned().collect();
+                let after = from + page.len();
+                ok(
+                    200,
+                    json!({
+                    "after_cursor": format!("pos{after}"),
+                    "after_url": format!("https://acme.zendesk.com/api/v2/incremental/tickets/cursor.json?cursor=pos{after}"),
+                    "before_cursor": null, "before_url": null,
+                    "end_of_stream": after >= tickets.len(),
+                    "tickets": page}),
+                )
+            }
+            ("POST", "/api/v2/tickets.json") => {
+                let key = r.header("idempotency-key").unwrap_or("").to_string();
+                if let Some(earlier) = d["keys"].get(&key) {
+                    let mut resp = ok(201, json!({"ticket": earlier}));
+                    resp.headers.push(("x-idempotency-lookup", "hit".into()));
+                    return resp;
+                }
+                let mut t = r.json()["ticket"].clone();
+                if t["subject"].as_str().unwrap_or("").is_empty() {
+                    return ok(
+                        422,
+                        json!({"error": "RecordInvalid", "description": "Record validation errors",
+                        "details": {"subject": [{"type": "blank", "description": "Subject: cannot be blank"}]}}),
+                    );
+                }
+                let id = 1000 + d["created"].as_array().unwrap().len() as u64;
+                t["id"] = json!(id);
+                t["url"] = json!(format!("https://acme.zendesk.com/api/v2/tickets/{id}.json"));
+                d["created"].as_array_mut().unwrap().push(t.clone());
+                if !key.is_empty() {
+                    d["keys"][&key] = t.clone();
+                }
+                let mut resp = ok(201, json!({"ticket": t}));
+                resp.headers.push(("x-idempotency-lookup", "miss".into()));
+                resp
+            }
+            ("GET", p) if p.starts_with("/api/v2/tickets/") => {
+                let id: u64 = p
+                    .trim_start_matches("/api/v2/tickets/")
+                    .trim_end_matches(".json")
+                    .parse()
+                    .unwrap();
+                match d["tickets"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["id"] == json!(id))
+                {
+                    Some(t) => ok(200, json!({"ticket": t})),
+                    None => ok(
+                        404,
+                        json!({"error": "RecordNotFound", "description": "Not found"}),
+                    ),
+                }
+            }
+            _ => ok(404, json!({"error": "InvalidEndpoint"})),
+        }
+    }
+}
+
+pub mod hubspot {
+    //! HubSpot CRM v3: company search by `hs_lastmodifieddate` (two per
+    //! page), v4 associations with labels, contact batch read, task and
+    //! note search and create, company update, OAuth token refresh (the
+    //! first token is expired).
+
+    use super::*;
+
+    pub const CLIENT_SECRET: &str = "hs-client-secret";
+    const PAGE: usize = 2;
+
+    pub async fn start(companies: Value, contacts: Value, associations: Value) -> Mock {
+        let data = json!({"companies": companies, "contacts": contacts, "associations": associations,
+            "tasks": [], "notes": [], "patches": [], "tokens": ["tok-1"], "issued": 1});
+        Mock::start(data, Arc::new(handle)).await
+    }
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    fn search(list: &[Value], body: &Value) -> Value {
+        let filters = body["filterGroups"][0]["filters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut hits: Vec<Value> = list
+            .iter()
+            .filter(|o| {
+                filters.iter().all(|f| {
+                    let prop = f["propertyName"].as_str().unwrap();
+                    let have = o["properties"][prop].as_str().unwrap_or("");
+                    let want = f["value"].as_str().unwrap();
+                    match f["operator"].as_str().unwrap() {
+                        "EQ" => have == want,
+                        "GTE" => ms(have) >= want.parse::<i64>().unwrap(),
+                        other => panic!("operator {other} not served"),
+                    }
+                })
+            })
+            .cloned()
+            .collect();
+        hits.sort_by_key(|o| o["properties"]["hs_lastmodifieddate"].as_str().map(ms));
+        let from: usize = body["after"]
+            .as_str()
+            .map(|a| a.parse().unwrap())
+            .unwrap_or(0);
+        let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+        let total = hits.len();
+        let page: Vec<Value> = hits.into_iter().skip(from).take(limit.min(PAGE)).collect();
+        let next = from + page.len();
+        let mut out = json!({"total": total, "results": page});
+        if next < total {
+            out["paging"] = json!({"next": {"after": next.to_string(), "link": "<string>"}});
+        }
+        out
+    }
+
+    fn handle(d: &mut Value, r: &Req) -> Resp {
+        let path = r.path().to_string();
+        if path == "/oauth/v1/token" {
+            if !r.body.contains("grant_type=refresh_token")
+                || !r.body.contains("refresh_token=hs-refresh")
+            {
+                return ok(
+                    400,
+                    json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}),
+                );
+            }
+            let n = d["issued"].as_u64().unwrap() + 1;
+            d["issued"] = json!(n);
+            let token = format!("tok-{n}");
+            d["tokens"].as_array_mut().unwrap().push(json!(token));
+            return ok(
+                200,
+                json!({"token_type": "bearer", "refresh_token": "hs-refresh", "access_token": token, "expires_in": 1800}),
+            );
+        }
+        let auth = r
+            .header("authorization")
+            .unwrap_or("")
+            .trim_start_matches("Bearer ")
+            .to_string();
+        // The first token has expired; only those refreshed since work.
+        if auth == "tok-1" {
+            return ok(
+                401,
+                json!({"status": "error", "message": "The OAuth token used to make this call expired 0 second(s) ago.",
+                "correlationId": "019cd9fe-d093-7d4f-99bc-45975fdcf7c6", "category": "EXPIRED_AUTHENTICATION"}),
+            );
+        }
+        if !d["tokens"].as_array().unwrap().contains(&json!(auth)) {
+            return ok(
+                401,
+                json!({"status": "error", "message": "Authentication credentials not found.", "category": "INVALID_AUTHENTICATION"}),
+            );
+        }
+        let body = r.json();
+        match (r.method.as_str(), path.as_str()) {
+            ("POST", "/crm/v3/objects/companies/search") => {
+                ok(200, search(d["companies"].as_array().unwrap(), &body))
+            }
+            ("POST", "/crm/v3/objects/tasks/search") => {
+                ok(200, search(d["tasks"].as_array().unwrap(), &body))
+            }
+            ("POST", "/crm/v3/objects/notes/search") => {
+                ok(200, search(d["notes"].as_array().unwrap(), &body))
+            }
+            ("POST", "/crm/v3/objects/contacts/batch/read") => {
+                let results: Vec<Value> = body["inputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|i| {
+                        let id = i["id"].as_str().unwrap();
+                        let props = d["contacts"].get(id)?;
+                        Some(json!({"id": id, "properties": props, "archived": false}))
+                    })
+                    .collect();
+                ok(200, json!({"status": "COMPLETE", "results": results}))
+            }
+            ("GET", p) if p.starts_with("/crm/v4/objects/companies/") => {
+                let company = p.split('/').nth(5).unwrap();
+                let results: Vec<Value> = d["associations"][company]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| {
+                        json!({"toObjectId": a[0], "associationTypes": [
+                        {"category": "HUBSPOT_DEFINED", "typeId": 280, "label": null},
+                        {"category": "USER_DEFINED", "typeId": 7, "label": a[1]}]})
+                    })
+                    .collect();
+                ok(200, json!({"results": results}))
+            }
+            ("POST", p @ ("/crm/v3/objects/tasks" | "/crm/v3/objects/notes")) => {
+                let kind = p.rsplit('/').next().unwrap();
+                let props = &body["properties"];
+                if !props["hs_timestamp"].is_string() {
+                    return ok(
+                        400,
+                        json!({"status": "error", "message": "Property values were not valid",
+                        "errors": [{"message": "hs_timestamp is required", "in": "hs_timestamp"}], "category": "VALIDATION_ERROR"}),
+                    );
+                }
+                let id = format!(
+                    "{}",
+                    9000 + d["tasks"].as_array().unwrap().len()
+                        + d["notes"].as_array().unwrap().len()
+                );
+                let obj = json!({"id": id, "properties": props, "associations": body["associations"],
+                    "createdAt": "2026-03-02T10:00:00Z", "updatedAt": "2026-03-02T10:00:00Z", "archived": false});
+                d[kind].as_array_mut().unwrap().push(obj.clone());
+                ok(201, obj)
+            }
+            ("PATCH", p) if p.starts_with("/crm/v3/objects/companies/") => {
+                d["patches"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"path": p, "body": body}));
+                ok(
+                    200,
+                    json!({"id": p.rsplit('/').next(), "properties": body["properties"]}),
+                )
+            }
+            _ => ok(
+                404,
+                json!({"status": "error", "message": format!("no route {path}"), "category": "OBJECT_NOT_FOUND"}),
+            ),
+        }
+    }
+}
