@@ -125,10 +125,10 @@ pub fn parse_events(v: Option<&Value>) -> Result<Vec<Event>, String> {
 }
 
 /// Stores a page's accounts. New ones are admitted (silently on the
-/// source's first run, so a first sync greets nobody); known ones become
-/// `account.updated` events whose id is the source, the account and a
-/// digest of the data, so an unchanged account re-read in the overlap
-/// window is a duplicate. Returns the accounts admitted and the events.
+/// source's first run, so a first sync greets nobody); known ones that
+/// changed become `account.updated` events whose id is the source, the
+/// account and a digest of the data, so the same change read twice is
+/// one event; an account re-read unchanged (the overlap window) is skipped. Returns the accounts admitted and the events.
 async fn store_accounts<S: Store>(
     source: &str,
     runner: &Runner<S>,
@@ -151,6 +151,13 @@ async fn store_accounts<S: Store>(
         };
         let mut patch: Map<String, Value> = value.as_object().cloned().unwrap_or_default();
         patch.remove("id");
+        // Re-read unchanged (the overlap window): nothing to store.
+        let mut merged = stored.state.account.clone();
+        if merged.merge(&Value::Object(patch.clone())).is_ok()
+            && merged.to_map() == stored.state.account.to_map()
+        {
+            continue;
+        }
         let digest = short_digest(&Value::Object(patch.clone()));
         events.push(Event {
             id: Some(format!("{source}:account:{id}:{digest}")),

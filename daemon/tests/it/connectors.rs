@@ -541,3 +541,199 @@ async fn hubspot_webhooks_are_verified_and_stale_ones_refused() {
             .contains("older than five minutes")
     );
 }
+
+mod full_path {
+    //! A Zendesk urgent ticket arrives by webhook and by poll, the
+    //! playbook's moment fires once, and one HubSpot task is created for
+    //! the account's owner, even though the first attempt times out after
+    //! HubSpot created the task.
+
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+    use touchpilot::api::vendor_hooks::{HooksState, router};
+    use touchpilot::deliver::connector::Connectors;
+    use touchpilot::deliver::email::Mailer;
+    use touchpilot::deliver::webhook::Webhooks;
+    use touchpilot::deliver::worker::Worker;
+    use touchpilot::engine::Engine;
+    use touchpilot::runner::Runner;
+    use touchpilot::source::connector::poll;
+    use touchpilot::store::sqlite::SqliteStore;
+    use touchpilot::store::{OutboxState, Store};
+    use touchpilot_plugin::sign;
+
+    use super::t;
+    use crate::plugins::library;
+    use crate::vendors;
+
+    #[tokio::test]
+    async fn an_urgent_zendesk_ticket_becomes_one_hubspot_task_despite_a_timeout() {
+        let org = json!([{"id": 509974, "name": "Acme", "external_id": null, "domain_names": [], "tags": [],
+            "organization_fields": {"hubspot_company_id": "500123", "csm_email": "dana@vendor.example"},
+            "created_at": "2025-11-14T00:14:52Z", "updated_at": "2026-03-01T00:00:00Z"}]);
+        let zendesk = vendors::zendesk::start(org, json!([])).await;
+        let (companies, contacts, associations) = super::hubspot_data();
+        let hubspot = vendors::hubspot::start(companies, contacts, associations).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("playbooks")).unwrap();
+        std::fs::create_dir_all(d.join("templates")).unwrap();
+        let mut zd = super::zendesk_config(&zendesk.base);
+        zd["mapping"] = json!({"owner.email": "organization_fields.csm_email"});
+        let mut hs = super::hubspot_config(&hubspot.base);
+        hs["company_id_field"] = json!("attributes.fields.hubspot_company_id");
+        std::fs::write(
+            d.join("touchpilot.yaml"),
+            format!(
+                "playbooks: playbooks\ntemplates: templates\nconnectors:\n  zendesk: {{ library: {}, config: {zd} }}\n  hubspot: {{ library: {}, config: {hs}, http_timeout_ms: 300 }}\n",
+                library("touchpilot_zendesk").display(),
+                library("touchpilot_hubspot").display(),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("playbooks/main.yaml"),
+            "moments:\n  - id: urgent-ticket\n    on: { event: ticket.created, when: 'event.data.priority == \"urgent\"' }\n    actions:\n      - connector: { name: hubspot, action: create_task, template: urgent-task }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("templates/urgent-task.json.hbs"),
+            "{\"subject\": \"Urgent ticket from {{account.name}}\", \"body\": {{json event.data.subject}}, \"priority\": \"high\"}",
+        )
+        .unwrap();
+        let (config, _) = touchpilot::config::load(&d.join("touchpilot.yaml"), &|_| None).unwrap();
+        let config = Arc::new(config);
+        let engine = Engine::new(config.clone(), Arc::new(|a: &str| a.to_string()));
+        let store = SqliteStore::open(&format!("sqlite:{}", d.join("t.db").display()))
+            .await
+            .unwrap();
+        let runner = Arc::new(Runner::new(store, engine));
+        let connectors = Connectors::load(&config.connectors).await;
+        let source = connectors.host.get("zendesk").unwrap().clone();
+
+        // The first sync admits Acme silently, its CSM as owner.
+        let first = poll(&source, &runner, t("2026-03-02T08:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!((first.accounts_new, first.events_accepted), (1, 0));
+        let acme = runner
+            .store
+            .load_account("509974")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .account;
+        assert_eq!(acme.owner_email().as_deref(), Some("dana@vendor.example"));
+
+        // An urgent ticket is opened; Zendesk's trigger calls the webhook.
+        zendesk.data.lock().unwrap()["tickets"] = json!([
+            {"id": 35436, "subject": "Help, my printer is on fire!", "priority": "urgent", "status": "new",
+             "organization_id": 509974, "requester_id": 20978392, "tags": [],
+             "created_at": "2026-03-02T09:00:00Z", "updated_at": "2026-03-02T09:00:00Z"}]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(Arc::new(HooksState {
+            connectors: connectors.clone(),
+            runner: runner.clone(),
+            wake: Default::default(),
+            public_url: base.clone(),
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let body = r#"{"ticket_id": "35436"}"#;
+        let ts = "2026-03-02T09:00:05Z";
+        let signature = sign::base64(&sign::hmac_sha256(
+            b"zd-secret",
+            &[ts.as_bytes(), body.as_bytes()],
+        ));
+        let client = reqwest::Client::new();
+        let post = |sig: String| {
+            client
+                .post(format!("{base}/hooks/zendesk"))
+                .header("X-Zendesk-Webhook-Signature", sig)
+                .header("X-Zendesk-Webhook-Signature-Timestamp", ts)
+                .body(body)
+                .send()
+        };
+        let forged = post(signature.replace('A', "B") + "x").await.unwrap();
+        assert_eq!(forged.status(), 401);
+        let resp = post(signature).await.unwrap();
+        assert_eq!(resp.status(), 202);
+        let answer: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        assert_eq!(answer, json!({"accepted": 1, "duplicates": 0}));
+
+        // The next poll sees the same ticket: stored once.
+        let second = poll(&source, &runner, t("2026-03-02T09:01:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(second.events_accepted, 0, "{second:?}");
+        assert!(second.events_duplicate >= 1, "{second:?}");
+
+        // The moment fires once: one outbox row for HubSpot.
+        let now = t("2026-03-02T09:01:00Z");
+        runner.apply_pending(now, 100).await.unwrap();
+        let rows = runner.store.list_outbox(10).await.unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].payload["moment"], "urgent-ticket");
+
+        // HubSpot creates the task but never answers: the host times out.
+        hubspot
+            .hang_after
+            .lock()
+            .unwrap()
+            .push("/crm/v3/objects/tasks");
+        let mailer = Mailer::new("file:outbox", "a@b.example", d).unwrap();
+        let webhooks =
+            Webhooks::new(Default::default(), std::time::Duration::from_secs(1)).unwrap();
+        let mut worker = Worker::new(mailer, webhooks, None);
+        worker.connectors = Some(connectors.clone());
+        let d1 = worker
+            .deliver_due(&runner.store, now, 10, &|| false)
+            .await
+            .unwrap();
+        assert_eq!(d1.retried, 1, "{d1:?}");
+        let row = &runner.store.list_outbox(10).await.unwrap()[0];
+        assert!(
+            row.last_error
+                .as_deref()
+                .unwrap()
+                .contains("no answer within 300ms"),
+            "{row:?}"
+        );
+        assert_eq!(
+            hubspot.data.lock().unwrap()["tasks"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // The retry finds the task by its key instead of creating another.
+        let later = t("2026-03-02T10:00:00Z");
+        let d2 = worker
+            .deliver_due(&runner.store, later, 10, &|| false)
+            .await
+            .unwrap();
+        assert_eq!(d2.sent, 1, "{d2:?}");
+        let row = &runner.store.list_outbox(10).await.unwrap()[0];
+        assert_eq!((row.state, row.attempts), (OutboxState::Sent, 2));
+        let tasks = hubspot.data.lock().unwrap()["tasks"].clone();
+        assert_eq!(tasks.as_array().unwrap().len(), 1);
+        let task = &tasks[0]["properties"];
+        assert_eq!(task["hs_task_subject"], "Urgent ticket from Acme");
+        assert_eq!(task["hs_task_body"], "Help, my printer is on fire!");
+        assert_eq!(task["hubspot_owner_id"], "64492917");
+        assert_eq!(tasks[0]["associations"][0]["to"]["id"], "500123");
+        let creates = hubspot
+            .seen("/crm/v3/objects/tasks")
+            .into_iter()
+            .filter(|r| r.path() == "/crm/v3/objects/tasks")
+            .count();
+        assert_eq!(
+            creates, 1,
+            "one create request, then a search that found it"
+        );
+    }
+}

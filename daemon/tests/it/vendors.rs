@@ -74,6 +74,9 @@ pub struct Mock {
     pub faults: Arc<Mutex<VecDeque<Fault>>>,
     /// The vendor's data (organizations, tickets, companies, tasks...).
     pub data: Arc<Mutex<Value>>,
+    /// Paths whose next request takes effect but is never answered (a
+    /// write that succeeded while the caller timed out).
+    pub hang_after: Arc<Mutex<Vec<&'static str>>>,
     handler: Handler,
 }
 
@@ -85,6 +88,7 @@ impl Mock {
             requests: Default::default(),
             faults: Default::default(),
             data: Arc::new(Mutex::new(data)),
+            hang_after: Default::default(),
             handler,
         };
         let app = axum::Router::new().fallback(serve).with_state(mock.clone());
@@ -130,10 +134,17 @@ async fn serve(
         let i = faults.iter().position(|f| req.path().starts_with(f.path));
         i.and_then(|i| faults.remove(i))
     };
-    let resp = match fault {
+    let mut resp = match fault {
         Some(f) => f.resp,
         None => (m.handler)(&mut m.data.lock().unwrap(), &req),
     };
+    {
+        let mut hang = m.hang_after.lock().unwrap();
+        if let Some(i) = hang.iter().position(|p| *p == req.path()) {
+            hang.remove(i);
+            resp.hang = true;
+        }
+    }
     if resp.hang {
         std::future::pending::<()>().await;
     }
