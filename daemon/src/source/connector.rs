@@ -66,8 +66,11 @@ pub async fn poll<S: Store>(
 ) -> Result<Polled, SourceError> {
     let mut done = Polled::default();
     for _ in 0..MAX_PAGES {
-        let cursor = runner.store.cursor(&plugin.name).await?;
-        let first_run = cursor.is_none();
+        // The stored cursor wraps the plugin's with whether the source
+        // was ever caught up: until then, its accounts enter silently.
+        let stored = runner.store.cursor(&plugin.name).await?;
+        let cursor = stored.as_ref().map_or(Value::Null, |s| s["cursor"].clone());
+        let first_run = !stored.is_some_and(|s| s["caught_up"] == true);
         let reply = plugin
             .call(
                 touchpilot_plugin::ops::POLL,
@@ -94,12 +97,20 @@ pub async fn poll<S: Store>(
             store_accounts(&plugin.name, runner, accounts, first_run, now).await?;
         derived.extend(events);
         let n = runner.store.ingest(&derived, now).await?;
-        runner.store.set_cursor(&plugin.name, &next).await?;
+        let more = reply.get("more").and_then(Value::as_bool).unwrap_or(false);
+        let caught_up = !first_run || !more;
+        runner
+            .store
+            .set_cursor(
+                &plugin.name,
+                &json!({"cursor": next, "caught_up": caught_up}),
+            )
+            .await?;
         done.pages += 1;
         done.accounts_new += new;
         done.events_accepted += n.accepted;
         done.events_duplicate += n.duplicates;
-        if !reply.get("more").and_then(Value::as_bool).unwrap_or(false) {
+        if !more {
             break;
         }
     }

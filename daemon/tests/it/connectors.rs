@@ -737,3 +737,123 @@ mod full_path {
         );
     }
 }
+
+mod sources {
+    //! A HubSpot source through the daemon: the first sync admits
+    //! companies silently, a later change is an `account.updated` event,
+    //! and a new champion a `champion.changed` event, each stored once
+    //! however often the overlap window re-reads it.
+
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use touchpilot::deliver::connector::Connectors;
+    use touchpilot::engine::Engine;
+    use touchpilot::runner::Runner;
+    use touchpilot::source::connector::poll;
+    use touchpilot::store::Store;
+    use touchpilot::store::sqlite::SqliteStore;
+
+    use super::t;
+    use crate::plugins::library;
+    use crate::vendors;
+
+    #[tokio::test]
+    async fn a_new_champion_in_hubspot_is_one_champion_changed_event() {
+        let (companies, contacts, associations) = super::hubspot_data();
+        let hubspot = vendors::hubspot::start(companies, contacts, associations).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("playbooks")).unwrap();
+        std::fs::create_dir_all(d.join("templates")).unwrap();
+        std::fs::write(
+            d.join("touchpilot.yaml"),
+            format!(
+                "playbooks: playbooks\ntemplates: templates\nconnectors:\n  hubspot: {{ library: {}, config: {} }}\n",
+                library("touchpilot_hubspot").display(),
+                super::hubspot_config(&hubspot.base)
+            ),
+        )
+        .unwrap();
+        // A greeting on entry: it must not fire for the first sync's accounts.
+        std::fs::write(
+            d.join("playbooks/main.yaml"),
+            "moments:\n  - id: welcome\n    on: { event: segment.entered }\n    actions:\n      - connector: { name: hubspot, action: create_note }\n",
+        )
+        .unwrap();
+        let (config, _) = touchpilot::config::load(&d.join("touchpilot.yaml"), &|_| None).unwrap();
+        let config = Arc::new(config);
+        let engine = Engine::new(config.clone(), Arc::new(|a: &str| a.to_string()));
+        let store = SqliteStore::open(&format!("sqlite:{}", d.join("t.db").display()))
+            .await
+            .unwrap();
+        let runner = Runner::new(store, engine);
+        let connectors = Connectors::load(&config.connectors).await;
+        let source = connectors.host.get("hubspot").unwrap().clone();
+
+        let first = poll(&source, &runner, t("2026-03-02T08:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.pages, first.accounts_new, first.events_accepted),
+            (2, 3, 0)
+        );
+        let cursor = runner.store.cursor("hubspot").await.unwrap().unwrap();
+        assert_eq!(
+            (&cursor["cursor"]["after"], &cursor["caught_up"]),
+            (&json!(null), &json!(true))
+        );
+        // Every company of the first sync, over both pages, entered silently.
+        assert!(runner.store.pending_events(10).await.unwrap().is_empty());
+        let admitted = runner.store.list_outbox(10).await.unwrap();
+        assert!(admitted.is_empty(), "{admitted:?}");
+        let acme = runner
+            .store
+            .load_account("500123")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .account;
+        assert_eq!(
+            acme.contacts()
+                .iter()
+                .find(|c| c.role.as_deref() == Some("champion"))
+                .unwrap()
+                .email,
+            "ann@acme.example"
+        );
+
+        // Cy becomes the champion; HubSpot marks Acme modified.
+        {
+            let mut data = hubspot.data.lock().unwrap();
+            data["associations"]["500123"] = json!([[9001, "Billing contact"], [9002, "Champion"]]);
+            data["companies"][0]["properties"]["hs_lastmodifieddate"] =
+                json!("2026-03-02T08:30:00.000Z");
+        }
+        for now in ["2026-03-02T09:00:00Z", "2026-03-02T09:01:00Z"] {
+            poll(&source, &runner, t(now)).await.unwrap();
+        }
+        let pending = runner.store.pending_events(10).await.unwrap();
+        let kinds: Vec<(&str, &str)> = pending
+            .iter()
+            .map(|e| (e.event.kind.as_str(), e.event.account.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("account.updated", "500123"),
+                ("champion.changed", "500123"),
+                ("sponsor.changed", "500123")
+            ]
+        );
+        assert_eq!(
+            pending[1].event.data,
+            json!({"from": "ann@acme.example", "to": "cy@acme.example"})
+        );
+        assert_eq!(
+            pending[2].event.data,
+            json!({"from": "cy@acme.example", "to": null})
+        );
+    }
+}
