@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use touchpilot::plugin_host::Plugin;
+
 /// A plugin library built next to this test binary (`scripts/test`
 /// builds the plugin crates before the tests).
 pub fn library(stem: &str) -> PathBuf {
@@ -327,4 +329,58 @@ mod outbox {
         assert_eq!(r.state, OutboxState::Pending);
         assert!(r.last_error.unwrap().contains("built for plugin ABI 99.0"));
     }
+}
+
+/// The README's smallest connector is `plugins/example`, word for word,
+/// and works: loaded, configured, creating a ticket with the action key.
+#[tokio::test]
+async fn the_readme_example_is_built_and_works() {
+    let root = crate::support::repo();
+    let readme = std::fs::read_to_string(root.join("plugins/README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("plugins/example/src/lib.rs")).unwrap();
+    assert!(
+        readme.contains(&format!("```rust\n{example}```")),
+        "plugins/README.md must show plugins/example/src/lib.rs verbatim"
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/tickets",
+        axum::routing::post(move |h: axum::http::HeaderMap, body: String| async move {
+            s.lock()
+                .unwrap()
+                .push((h["idempotency-key"].to_str().unwrap().to_string(), body));
+            (axum::http::StatusCode::CREATED, r#"{"id": 42}"#)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let p = touchpilot::plugin_host::Plugin::load(
+        "acme",
+        &library("touchpilot_acme"),
+        &serde_json::json!({"base_url": base, "token": "t"}),
+        Default::default(),
+    )
+    .unwrap();
+    let out = p
+        .call("act", &serde_json::json!({"action": "create_ticket", "key": "tp-1", "content": {"subject": "Hi"}}))
+        .await
+        .unwrap();
+    assert_eq!(out, serde_json::json!({"id": 42, "created": true}));
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        ("tp-1".to_string(), r#"{"subject":"Hi"}"#.to_string())
+    );
+    let e = Plugin::load(
+        "acme",
+        &library("touchpilot_acme"),
+        &serde_json::json!({}),
+        Default::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "connector `acme` (open): config: `base_url` is required"
+    );
 }
