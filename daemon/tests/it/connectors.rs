@@ -857,3 +857,132 @@ mod sources {
         );
     }
 }
+
+fn salesforce_data() -> (Value, Value, Value) {
+    let accounts = json!([
+        {"attributes": {"type": "Account", "url": "/services/data/v66.0/sobjects/Account/001D000000IRFmaIAH"},
+         "Id": "001D000000IRFmaIAH", "Name": "Acme", "OwnerId": "005D0000001AbcD", "Industry": "Fintech", "Type": "Customer",
+         "Owner": {"attributes": {"type": "User"}, "Name": "Dana Lee", "Email": "dana@vendor.example"},
+         "SystemModstamp": "2026-01-02T00:00:00.000+0000"},
+        {"attributes": {"type": "Account"}, "Id": "001D000000IRFmbIAH", "Name": "Globex", "OwnerId": "005D0000001AbcD",
+         "Industry": null, "Type": null, "Owner": {"Name": "Dana Lee", "Email": "dana@vendor.example"},
+         "SystemModstamp": "2026-01-03T00:00:00.000+0000"},
+        {"attributes": {"type": "Account"}, "Id": "001D000000IRFmcIAH", "Name": "Initech", "OwnerId": "005D0000001AbcD",
+         "Industry": null, "Type": null, "Owner": {"Name": "Dana Lee", "Email": "dana@vendor.example"},
+         "SystemModstamp": "2026-01-04T00:00:00.000+0000"}
+    ]);
+    let contacts = json!([
+        {"attributes": {"type": "Contact"}, "Id": "003D000000QOpfA", "AccountId": "001D000000IRFmaIAH",
+         "Email": "ann@acme.example", "FirstName": "Ann", "LastName": "Lee"},
+        {"attributes": {"type": "Contact"}, "Id": "003D000000QOpfB", "AccountId": "001D000000IRFmaIAH",
+         "Email": "cy@acme.example", "FirstName": "Cy", "LastName": "Oh"}
+    ]);
+    let roles = json!([
+        {"attributes": {"type": "AccountContactRole"}, "AccountId": "001D000000IRFmaIAH", "ContactId": "003D000000QOpfA", "Role": "Champion"},
+        {"attributes": {"type": "AccountContactRole"}, "AccountId": "001D000000IRFmaIAH", "ContactId": "003D000000QOpfB", "Role": "Executive Sponsor"}
+    ]);
+    (accounts, contacts, roles)
+}
+
+fn salesforce_config(base: &str) -> Value {
+    json!({"instance_url": base, "login_url": base, "access_token": "sf-1",
+           "oauth": {"client_id": "ck", "client_secret": "cs", "refresh_token": "sf-refresh"},
+           "start_time": "2026-01-01T00:00:00Z"})
+}
+
+#[tokio::test]
+async fn salesforce_passes_the_conformance_suite() {
+    let (accounts, contacts, roles) = salesforce_data();
+    let mock = vendors::salesforce::start(accounts, contacts, roles).await;
+    conformance(Case {
+        stem: "touchpilot_salesforce",
+        config: salesforce_config(&mock.base),
+        mock,
+        action: "create_task",
+        content: json!({"subject": "Call Acme about renewal", "body": "Usage down 30%", "priority": "high"}),
+        account: json!({"id": "001D000000IRFmaIAH", "owner": {"salesforce_id": "005D0000001AbcD"}}),
+        created: |m| m.data.lock().unwrap()["tasks"].as_object().unwrap().len(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn salesforce_refreshes_its_session_and_reads_accounts_with_soql_and_one_composite_call() {
+    let (accounts, contacts, roles) = salesforce_data();
+    let mock = vendors::salesforce::start(accounts, contacts, roles).await;
+    let p = Plugin::load(
+        "salesforce",
+        &library("touchpilot_salesforce"),
+        &salesforce_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let now = json!("2026-03-02T12:00:00Z");
+    let r1 = p
+        .call("poll", &json!({"cursor": null, "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r1["more"], true);
+    assert_eq!(
+        r1["accounts"][0],
+        json!({"id": "001D000000IRFmaIAH", "name": "Acme",
+        "owner": {"name": "Dana Lee", "email": "dana@vendor.example", "salesforce_id": "005D0000001AbcD"},
+        "attributes": {"industry": "Fintech", "type": "Customer", "salesforce_account_id": "001D000000IRFmaIAH"},
+        "contacts": [
+            {"email": "ann@acme.example", "name": "Ann Lee", "salesforce_contact_id": "003D000000QOpfA", "role": "champion"},
+            {"email": "cy@acme.example", "name": "Cy Oh", "salesforce_contact_id": "003D000000QOpfB", "role": "sponsor"}]})
+    );
+    let r2 = p
+        .call("poll", &json!({"cursor": r1["cursor"], "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r2["more"], false);
+    assert_eq!(r2["accounts"][0]["name"], "Initech");
+    // The expired session was refreshed once; the query is SOQL with an
+    // unquoted DateTime; the second page follows nextRecordsUrl.
+    assert_eq!(mock.seen("/services/oauth2/token").len(), 1);
+    let queries = mock.seen("/services/data/v66.0/query");
+    assert_eq!(queries[0].header("authorization"), Some("Bearer sf-1"));
+    assert_eq!(queries[1].header("authorization"), Some("Bearer sf-2"));
+    let q = queries[1].query("q").unwrap();
+    assert!(q.starts_with("SELECT+Id%2C+SystemModstamp%2C+"), "{q}");
+    assert!(q.ends_with("+FROM+Account+WHERE+SystemModstamp+%3E%3D+2026-01-01T00%3A00%3A00Z+ORDER+BY+SystemModstamp+ASC"), "{q}");
+    assert!(
+        queries[2]
+            .path()
+            .starts_with("/services/data/v66.0/query/01gRO")
+    );
+    let composite = mock.seen("/services/data/v66.0/composite");
+    assert_eq!(composite.len(), 2, "one composite call per page");
+    let sub = composite[0].json()["compositeRequest"].clone();
+    assert_eq!(
+        (sub[0]["method"].as_str(), sub[0]["referenceId"].as_str()),
+        (Some("GET"), Some("contacts"))
+    );
+    assert!(sub[1]["url"].as_str().unwrap().contains("FROM+AccountContactRole+WHERE+AccountId+IN+%28%27001D000000IRFmaIAH%27%2C%27001D000000IRFmbIAH%27%29"));
+    // Caught up: the next poll starts `overlap` before the last change.
+    assert_eq!(r2["cursor"]["since"], "2026-01-03T23:55:00Z");
+
+    // A task: upserted by the action key, so a retry is an update (204).
+    let act = json!({"action": "create_task", "key": "tp-77", "account": {"id": "001D000000IRFmaIAH", "owner": {"salesforce_id": "005D0000001AbcD"}},
+        "content": {"subject": "Call Acme", "priority": "urgent"}, "at": "2026-03-02T10:00:00Z", "now": "2026-03-02T10:00:00Z"});
+    assert_eq!(p.call("act", &act).await.unwrap()["created"], true);
+    let upsert = mock.seen("/services/data/v66.0/sobjects/Task/Touchpilot_Key__c/tp-77");
+    assert_eq!(upsert[0].method, "PATCH");
+    assert_eq!(
+        upsert[0].json(),
+        json!({"Subject": "Call Acme", "Description": "", "ActivityDate": "2026-03-05",
+        "Status": "Not Started", "Priority": "High", "WhatId": "001D000000IRFmaIAH", "OwnerId": "005D0000001AbcD"})
+    );
+    let again = p.call("act", &act).await.unwrap();
+    assert_eq!(again, json!({"id": "00T000000000000001", "created": false}));
+    // A validation error is fatal and carries Salesforce's errorCode.
+    let mut bad = act.clone();
+    bad["key"] = json!("tp-78");
+    bad["content"]["subject"] = json!("");
+    let e = p.call("act", &bad).await.unwrap_err();
+    assert!(
+        !e.retryable() && e.to_string().contains("REQUIRED_FIELD_MISSING"),
+        "{e}"
+    );
+}

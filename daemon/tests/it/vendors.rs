@@ -154,8 +154,13 @@ async fn serve(
     for (k, v) in &resp.headers {
         builder = builder.header(*k, v);
     }
+    let body = if resp.body.is_null() {
+        String::new()
+    } else {
+        resp.body.to_string()
+    };
     builder
-        .body(axum::body::Body::from(resp.body.to_string()))
+        .body(axum::body::Body::from(body))
         .unwrap()
         .into_response()
 }
@@ -463,6 +468,227 @@ pub mod hubspot {
             _ => ok(
                 404,
                 json!({"status": "error", "message": format!("no route {path}"), "category": "OBJECT_NOT_FOUND"}),
+            ),
+        }
+    }
+}
+
+pub mod salesforce {
+    //! Salesforce REST: SOQL queries (two records per batch, then
+    //! `nextRecordsUrl`), composite requests of queries, Task upsert by
+    //! external id (201 created, 204 updated), Account update, OAuth
+    //! refresh whose `instance_url` is this server. The first session
+    //! (`sf-1`) has expired.
+
+    use super::*;
+
+    const PAGE: usize = 2;
+    pub const VERSION: &str = "v66.0";
+
+    pub async fn start(accounts: Value, contacts: Value, roles: Value) -> Mock {
+        let data = json!({"accounts": accounts, "contacts": contacts, "roles": roles,
+            "tasks": {}, "patches": [], "tokens": ["sf-1"], "base": ""});
+        let mock = Mock::start(data, Arc::new(handle)).await;
+        mock.data.lock().unwrap()["base"] = json!(mock.base);
+        mock
+    }
+
+    fn decode(q: &str) -> String {
+        let q = q.replace('+', " ");
+        let mut out = Vec::new();
+        let b = q.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&q[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn stamp(s: &str) -> i64 {
+        let fixed = format!("{}:{}", &s[..s.len() - 2], &s[s.len() - 2..]);
+        fixed.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    /// The records of a SOQL query this server understands, from `offset`.
+    fn query(d: &Value, soql: &str, offset: usize) -> Value {
+        let ids_in = || -> Vec<String> {
+            let list = soql
+                .split("IN (")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap();
+            list.split(',')
+                .map(|s| s.trim().trim_matches('\'').to_string())
+                .collect()
+        };
+        let of_accounts = |table: &str| -> Value {
+            let ids = ids_in();
+            let recs: Vec<Value> = d[table]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| ids.contains(&c["AccountId"].as_str().unwrap().to_string()))
+                .cloned()
+                .collect();
+            json!({"totalSize": recs.len(), "done": true, "records": recs})
+        };
+        if soql.contains("FROM Contact ") {
+            return of_accounts("contacts");
+        }
+        if soql.contains("FROM AccountContactRole ") {
+            return of_accounts("roles");
+        }
+        assert!(soql.starts_with("SELECT Id, SystemModstamp, "), "{soql}");
+        let since = soql
+            .split("SystemModstamp >= ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        assert!(
+            !since.starts_with('\''),
+            "SOQL DateTime literals are unquoted: {soql}"
+        );
+        let since = since.parse::<jiff::Timestamp>().unwrap().as_second();
+        let mut recs: Vec<Value> = d["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| stamp(a["SystemModstamp"].as_str().unwrap()) >= since)
+            .cloned()
+            .collect();
+        recs.sort_by_key(|a| stamp(a["SystemModstamp"].as_str().unwrap()));
+        let total = recs.len();
+        let page: Vec<Value> = recs.into_iter().skip(offset).take(PAGE).collect();
+        let next = offset + page.len();
+        let mut out = json!({"totalSize": total, "done": next >= total, "records": page});
+        if next < total {
+            out["nextRecordsUrl"] = json!(format!(
+                "/services/data/{VERSION}/query/01gRO0000016PIAYA2-{since}-{next}"
+            ));
+        }
+        out
+    }
+
+    fn handle(d: &mut Value, r: &Req) -> Resp {
+        let path = r.path().to_string();
+        if path == "/services/oauth2/token" {
+            if !r.body.contains("grant_type=refresh_token")
+                || !r.body.contains("refresh_token=sf-refresh")
+            {
+                return ok(
+                    400,
+                    json!({"error": "invalid_grant", "error_description": "expired access/refresh token"}),
+                );
+            }
+            let token = format!("sf-{}", d["tokens"].as_array().unwrap().len() + 1);
+            d["tokens"].as_array_mut().unwrap().push(json!(token));
+            return ok(
+                200,
+                json!({"access_token": token, "signature": "HfBA4=", "scope": "refresh_token api id",
+                "instance_url": d["base"], "id": "https://login.salesforce.com/id/00Dx/005x",
+                "token_type": "Bearer", "issued_at": "1708058728442"}),
+            );
+        }
+        let token = r
+            .header("authorization")
+            .unwrap_or("")
+            .trim_start_matches("Bearer ")
+            .to_string();
+        if token == "sf-1" || !d["tokens"].as_array().unwrap().contains(&json!(token)) {
+            return ok(
+                401,
+                json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
+            );
+        }
+        let base = format!("/services/data/{VERSION}");
+        let rest = path.strip_prefix(&base).unwrap_or("").to_string();
+        match (r.method.as_str(), rest.as_str()) {
+            ("GET", "/query") => ok(200, query(d, &decode(&r.query("q").unwrap()), 0)),
+            ("GET", p) if p.starts_with("/query/") => {
+                let mut parts = p.rsplit('-');
+                let offset: usize = parts.next().unwrap().parse().unwrap();
+                let since: i64 = parts.next().unwrap().parse().unwrap();
+                let since = jiff::Timestamp::from_second(since)
+                    .unwrap()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string();
+                let soql = format!(
+                    "SELECT Id, SystemModstamp, Name FROM Account WHERE SystemModstamp >= {since} ORDER BY SystemModstamp ASC"
+                );
+                ok(200, query(d, &soql, offset))
+            }
+            ("POST", "/composite") => {
+                let body = r.json();
+                let responses: Vec<Value> = body["compositeRequest"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| {
+                        let url = s["url"].as_str().unwrap();
+                        let q = url.split("?q=").nth(1).unwrap();
+                        json!({"body": query(d, &decode(q), 0), "httpHeaders": {}, "httpStatusCode": 200, "referenceId": s["referenceId"]})
+                    })
+                    .collect();
+                ok(200, json!({"compositeResponse": responses}))
+            }
+            ("PATCH", p) if p.starts_with("/sobjects/Task/Touchpilot_Key__c/") => {
+                let key = p.rsplit('/').next().unwrap().to_string();
+                let body = r.json();
+                if body["Subject"].as_str().unwrap_or("").is_empty() {
+                    return ok(
+                        400,
+                        json!([{"message": "Required fields are missing: [Subject]", "errorCode": "REQUIRED_FIELD_MISSING", "fields": ["Subject"]}]),
+                    );
+                }
+                if d["tasks"].get(&key).is_some() {
+                    d["tasks"][&key]["fields"] = body;
+                    return Resp {
+                        status: 204,
+                        body: Value::Null,
+                        ..Resp::default()
+                    };
+                }
+                let id = format!("00T{:015}", d["tasks"].as_object().unwrap().len() + 1);
+                d["tasks"][&key] = json!({"id": id, "fields": body});
+                ok(
+                    201,
+                    json!({"id": id, "errors": [], "success": true, "created": true}),
+                )
+            }
+            ("GET", p) if p.starts_with("/sobjects/Task/Touchpilot_Key__c/") => {
+                let key = p.rsplit('/').next().unwrap();
+                match d["tasks"].get(key) {
+                    Some(t) => ok(200, json!({"attributes": {"type": "Task"}, "Id": t["id"]})),
+                    None => ok(
+                        404,
+                        json!([{"message": "Provided external ID field does not exist or is not accessible", "errorCode": "NOT_FOUND"}]),
+                    ),
+                }
+            }
+            ("PATCH", p) if p.starts_with("/sobjects/Account/") => {
+                d["patches"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"path": p, "body": r.json()}));
+                Resp {
+                    status: 204,
+                    body: Value::Null,
+                    ..Resp::default()
+                }
+            }
+            _ => ok(
+                404,
+                json!([{"message": format!("The requested resource does not exist: {path}"), "errorCode": "NOT_FOUND"}]),
             ),
         }
     }
