@@ -986,3 +986,167 @@ async fn salesforce_refreshes_its_session_and_reads_accounts_with_soql_and_one_c
         "{e}"
     );
 }
+
+fn jira_issues() -> Value {
+    let issue = |id: u32, labels: Value, created: &str, updated: &str, priority: &str| {
+        json!({"id": id.to_string(), "key": format!("ACME-{id}"), "self": format!("https://acme.atlassian.net/rest/api/3/issue/{id}"),
+               "fields": {"summary": format!("Issue {id}"), "labels": labels, "status": {"name": "In Progress"},
+                          "priority": {"name": priority}, "issuetype": {"name": "Bug"}, "created": created, "updated": updated}})
+    };
+    json!([
+        issue(
+            10001,
+            json!(["account-509974"]),
+            "2026-01-02T10:00:00.000+0000",
+            "2026-01-02T10:00:00.000+0000",
+            "Highest"
+        ),
+        issue(
+            10002,
+            json!(["account-509975"]),
+            "2026-01-02T11:00:00.000+0000",
+            "2026-01-03T09:30:00.000+0000",
+            "Low"
+        ),
+        issue(
+            10003,
+            json!([]),
+            "2026-01-04T10:00:00.000+0000",
+            "2026-01-04T10:00:00.000+0000",
+            "Low"
+        ),
+    ])
+}
+
+fn jira_config(base: &str) -> Value {
+    json!({"base_url": base, "email": vendors::jira::EMAIL, "api_token": vendors::jira::TOKEN, "project": "ACME",
+           "webhook_secret": "jira-secret", "start_time": "2026-01-01T00:00:00Z"})
+}
+
+#[tokio::test]
+async fn jira_passes_the_conformance_suite() {
+    let mock = vendors::jira::start(jira_issues()).await;
+    conformance(Case {
+        stem: "touchpilot_jira",
+        config: jira_config(&mock.base),
+        mock,
+        action: "create_ticket",
+        content: json!({"summary": "Follow up: urgent ticket on Acme", "body": "Opened by Touchpilot."}),
+        account: json!({"id": "509974"}),
+        created: |m| m.data.lock().unwrap()["created"].as_u64().unwrap() as usize,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jira_searches_on_updated_with_jql_pages_and_verifies_webhooks() {
+    let mock = vendors::jira::start(jira_issues()).await;
+    let p = Plugin::load(
+        "jira",
+        &library("touchpilot_jira"),
+        &jira_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let now = json!("2026-03-02T12:00:00Z");
+    let r1 = p
+        .call("poll", &json!({"cursor": null, "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r1["more"], true);
+    let r2 = p
+        .call("poll", &json!({"cursor": r1["cursor"], "now": now}))
+        .await
+        .unwrap();
+    assert_eq!(r2["more"], false);
+    let ids: Vec<&str> = [&r1, &r2]
+        .iter()
+        .flat_map(|r| {
+            r["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "jira:issue:10001:created",
+            "jira:issue:10002:created",
+            "jira:issue:10002:2026-01-03T09:30:00Z"
+        ]
+    );
+    assert_eq!(r1["events"][0]["data"]["priority"], "highest");
+    let searches = mock.seen("/rest/api/3/search/jql");
+    assert_eq!(
+        searches[0].json(),
+        json!({"jql": "updated >= \"2026-01-01 00:00\" ORDER BY updated ASC",
+        "fields": ["summary", "status", "priority", "issuetype", "labels", "created", "updated"], "maxResults": 50})
+    );
+    assert_eq!(searches[1].json()["nextPageToken"], "tok2");
+    // JQL has minute precision: the next poll reads an overlap window again.
+    assert_eq!(r2["cursor"]["since"], "2026-01-04T09:58:00Z");
+
+    // Issue create: ADF description, the key as a label, searched first.
+    let r = p
+        .call(
+            "act",
+            &json!({"action": "create_task", "key": "tp-9", "account": {"id": "509974"},
+            "content": {"subject": "Call Acme", "body": "Urgent"}, "now": "2026-03-02T10:00:00Z"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"id": "ACME-101", "created": true}));
+    let create = mock.seen("/rest/api/3/issue")[0].json();
+    assert_eq!(
+        create["fields"]["labels"],
+        json!(["touchpilot", "tp-9", "account-509974"])
+    );
+    assert_eq!(create["fields"]["issuetype"], json!({"name": "Task"}));
+    let e = p
+        .call(
+            "act",
+            &json!({"action": "create_ticket", "key": "tp-10", "account": {"id": "509974"},
+            "content": {"summary": ""}, "now": "2026-03-02T10:00:00Z"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        !e.retryable() && e.to_string().contains("You must specify a summary"),
+        "{e}"
+    );
+
+    // Webhooks: X-Hub-Signature over the raw body.
+    let body = json!({"timestamp": 1772445600000i64, "webhookEvent": "jira:issue_updated", "issue": jira_issues()[1]}).to_string();
+    let sig = format!(
+        "sha256={}",
+        touchpilot_plugin::sign::hex(&touchpilot_plugin::sign::hmac_sha256(
+            b"jira-secret",
+            &[body.as_bytes()]
+        ))
+    );
+    let hook = |sig: &str| json!({"method": "POST", "uri": "http://x/hooks/jira", "headers": [["X-Hub-Signature", sig]], "body": body, "now": now});
+    let r = p.call("webhook", &hook(&sig)).await.unwrap();
+    assert_eq!(
+        r["events"][1]["id"],
+        "jira:issue:10002:2026-01-03T09:30:00Z"
+    );
+    let r = p.call("webhook", &hook("sha256=00")).await.unwrap();
+    assert_eq!(r["rejected"], "signature mismatch");
+
+    // Wrong credentials are fatal and say what to check.
+    let mut bad = jira_config(&mock.base);
+    bad["api_token"] = json!("nope");
+    let p = Plugin::load("jira", &library("touchpilot_jira"), &bad, limits()).unwrap();
+    let e = p
+        .call("poll", &json!({"cursor": null, "now": now}))
+        .await
+        .unwrap_err();
+    assert!(
+        !e.retryable()
+            && e.to_string().contains("User is not logged in.")
+            && e.to_string().contains("check `email` and `api_token`"),
+        "{e}"
+    );
+}

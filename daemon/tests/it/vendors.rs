@@ -693,3 +693,125 @@ pub mod salesforce {
         }
     }
 }
+
+pub mod jira {
+    //! Jira Cloud: `POST /rest/api/3/search/jql` (JQL on `updated` or a
+    //! label, two issues per page with `nextPageToken`), issue create, and
+    //! the removed `/rest/api/3/search` answering 410 as it now does.
+
+    use super::*;
+
+    pub const EMAIL: &str = "bot@acme.example";
+    pub const TOKEN: &str = "jira-api-token";
+    const PAGE: usize = 2;
+
+    pub async fn start(issues: Value) -> Mock {
+        Mock::start(json!({"issues": issues, "created": 0}), Arc::new(handle)).await
+    }
+
+    fn time(s: &str) -> i64 {
+        let fixed = format!("{}:{}", &s[..s.len() - 2], &s[s.len() - 2..]);
+        fixed.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    fn handle(d: &mut Value, r: &Req) -> Resp {
+        use base64::Engine as _;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{EMAIL}:{TOKEN}"))
+        );
+        if r.header("authorization") != Some(expected.as_str()) {
+            return ok(
+                401,
+                json!({"errorMessages": ["User is not logged in."], "errors": {}}),
+            );
+        }
+        let body = r.json();
+        match (r.method.as_str(), r.path()) {
+            ("POST", "/rest/api/3/search/jql") => {
+                let jql = body["jql"].as_str().unwrap().to_string();
+                let mut hits: Vec<Value> = d["issues"].as_array().unwrap().clone();
+                if let Some(label) = jql
+                    .strip_prefix("labels = \"")
+                    .and_then(|s| s.strip_suffix('"'))
+                {
+                    hits.retain(|i| {
+                        i["fields"]["labels"]
+                            .as_array()
+                            .unwrap()
+                            .contains(&json!(label))
+                    });
+                } else {
+                    let lit = jql
+                        .split("updated >= \"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
+                    let since = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M", lit)
+                        .unwrap()
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .unwrap()
+                        .timestamp()
+                        .as_second();
+                    assert!(jql.ends_with(" ORDER BY updated ASC"), "{jql}");
+                    hits.retain(|i| time(i["fields"]["updated"].as_str().unwrap()) >= since);
+                    hits.sort_by_key(|i| time(i["fields"]["updated"].as_str().unwrap()));
+                }
+                let from: usize = body["nextPageToken"]
+                    .as_str()
+                    .map(|t| t.trim_start_matches("tok").parse().unwrap())
+                    .unwrap_or(0);
+                let max = body["maxResults"].as_u64().unwrap_or(50) as usize;
+                let page: Vec<Value> = hits
+                    .iter()
+                    .skip(from)
+                    .take(max.min(PAGE))
+                    .cloned()
+                    .collect();
+                let next = from + page.len();
+                let last = next >= hits.len();
+                ok(
+                    200,
+                    json!({"issues": page, "nextPageToken": if last { Value::Null } else { json!(format!("tok{next}")) }, "isLast": last}),
+                )
+            }
+            ("POST", "/rest/api/3/issue") => {
+                let f = &body["fields"];
+                if f["summary"].as_str().unwrap_or("").is_empty() {
+                    return ok(
+                        400,
+                        json!({"errorMessages": [], "errors": {"summary": "You must specify a summary of the issue."}}),
+                    );
+                }
+                assert_eq!(
+                    f["description"]["type"], "doc",
+                    "v3 descriptions are Atlassian Document Format"
+                );
+                let n = d["created"].as_u64().unwrap() + 1;
+                d["created"] = json!(n);
+                let (id, key) = (
+                    format!("{}", 10100 + n),
+                    format!("{}-{}", f["project"]["key"].as_str().unwrap(), 100 + n),
+                );
+                let mut fields = f.clone();
+                fields["created"] = json!("2026-03-02T10:00:00.000+0000");
+                fields["updated"] = json!("2026-03-02T10:00:00.000+0000");
+                d["issues"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"id": id, "key": key, "fields": fields}));
+                ok(
+                    201,
+                    json!({"id": id, "key": key, "self": format!("https://acme.atlassian.net/rest/api/3/issue/{id}")}),
+                )
+            }
+            (_, "/rest/api/3/search") => ok(
+                410,
+                json!({"errorMessages": ["The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. A full migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046"], "errors": {}}),
+            ),
+            _ => ok(404, json!({"errorMessages": ["Not found"], "errors": {}})),
+        }
+    }
+}
