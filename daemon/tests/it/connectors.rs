@@ -1150,3 +1150,129 @@ async fn jira_searches_on_updated_with_jql_pages_and_verifies_webhooks() {
         "{e}"
     );
 }
+
+mod daemon {
+    //! The whole daemon in-process with connectors: at start it loads
+    //! them, polls Zendesk (Acme enters silently), serves Zendesk's webhook
+    //! beside the API, and its worker creates the HubSpot task the moment
+    //! asks for. The real clock: waits are bounded polls of the vendors.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use jiff::Timestamp;
+    use serde_json::{Value, json};
+    use tokio_util::sync::CancellationToken;
+    use touchpilot_plugin::sign;
+
+    use crate::plugins::library;
+    use crate::vendors::{self, Mock};
+
+    /// Waits up to 20 s for `check` to hold, looking every 50 ms.
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..400 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn tasks(m: &Mock) -> Vec<Value> {
+        m.data.lock().unwrap()["tasks"].as_array().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn the_daemon_polls_serves_vendor_webhooks_and_delivers_connector_actions() {
+        let start = Timestamp::now();
+        let org = json!([{"id": 509974, "name": "Acme", "external_id": null, "domain_names": [], "tags": [],
+            "organization_fields": {"hubspot_company_id": "500123"},
+            "created_at": "2025-11-14T00:14:52Z", "updated_at": (start - jiff::SignedDuration::from_hours(1)).to_string()}]);
+        let zendesk = vendors::zendesk::start(org, json!([])).await;
+        let (companies, contacts, associations) = super::hubspot_data();
+        let hubspot = vendors::hubspot::start(companies, contacts, associations).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("playbooks")).unwrap();
+        std::fs::create_dir_all(d.join("templates")).unwrap();
+        let mut zd = super::zendesk_config(&zendesk.base);
+        zd["start_time"] = json!(start.as_second() - 86_400);
+        let mut hs = super::hubspot_config(&hubspot.base);
+        hs["company_id_field"] = json!("attributes.fields.hubspot_company_id");
+        std::fs::write(
+            d.join("touchpilot.yaml"),
+            format!(
+                "playbooks: playbooks\ntemplates: templates\nstore: \"sqlite:{}\"\nconnectors:\n  zendesk: {{ library: {}, config: {zd} }}\n  hubspot: {{ library: {}, config: {hs} }}\n",
+                d.join("t.db").display(),
+                library("touchpilot_zendesk").display(),
+                library("touchpilot_hubspot").display(),
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("playbooks/main.yaml"),
+            "moments:\n  - id: urgent-ticket\n    on: { event: ticket.created, when: 'event.data.priority == \"urgent\"' }\n    actions:\n      - connector: { name: hubspot, action: create_task, template: urgent-task }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("templates/urgent-task.json.hbs"),
+            "{\"subject\": \"Urgent: {{event.data.subject}}\"}",
+        )
+        .unwrap();
+        let (config, _) = touchpilot::config::load(&d.join("touchpilot.yaml"), &|_| None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(touchpilot::app::run(
+            Arc::new(config),
+            listener,
+            shutdown.clone(),
+        ));
+
+        // The source loop's first poll reads the organization export.
+        eventually("the first Zendesk poll", || {
+            !zendesk.seen("/api/v2/incremental/tickets").is_empty()
+        })
+        .await;
+
+        // A ticket opened a second from now; Zendesk calls the webhook.
+        let created = Timestamp::from_second(Timestamp::now().as_second() + 1).unwrap();
+        zendesk.data.lock().unwrap()["tickets"] = json!([{"id": 35436, "subject": "Printer on fire", "priority": "urgent",
+            "status": "new", "organization_id": 509974, "requester_id": 1, "tags": [],
+            "created_at": created.to_string(), "updated_at": created.to_string()}]);
+        let body = r#"{"ticket_id": 35436}"#;
+        let ts = Timestamp::now().to_string();
+        let sig = sign::base64(&sign::hmac_sha256(
+            b"zd-secret",
+            &[ts.as_bytes(), body.as_bytes()],
+        ));
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/hooks/zendesk"))
+            .header("X-Zendesk-Webhook-Signature", sig)
+            .header("X-Zendesk-Webhook-Signature-Timestamp", ts)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
+
+        eventually("the HubSpot task", || !tasks(&hubspot).is_empty()).await;
+        let t = tasks(&hubspot);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            t[0]["properties"]["hs_task_subject"],
+            "Urgent: Printer on fire"
+        );
+        assert_eq!(t[0]["associations"][0]["to"]["id"], "500123");
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(tasks(&hubspot).len(), 1);
+    }
+}
