@@ -409,7 +409,27 @@ async fn hubspot_refreshes_an_expired_token_and_reads_companies_with_contact_rol
     );
     assert_eq!(searches[2].json()["after"], "2");
     // Caught up: the next poll starts `overlap` before the last change seen.
-    assert_eq!(r2["cursor"]["since_ms"], 1767484800000i64 - 300_000);
+    assert_eq!(
+        r2["cursor"]["companies"]["since_ms"],
+        1767484800000i64 - 300_000
+    );
+    // Deals are events of their company, read in the same polls.
+    let deals: Vec<&Value> = [&r1, &r2]
+        .iter()
+        .flat_map(|r| r["events"].as_array().unwrap())
+        .collect();
+    assert_eq!(deals.len(), 2, "{deals:?}");
+    assert_eq!(deals[0]["id"], "hubspot:deal:7001:created");
+    assert_eq!(deals[0]["account"], "500123");
+    assert_eq!(deals[0]["data"]["amount"], 62400.0);
+    assert_eq!(
+        (deals[1]["type"].as_str(), deals[1]["at"].as_str()),
+        (Some("deal.updated"), Some("2026-01-06T00:00:00Z"))
+    );
+    assert_eq!(
+        mock.seen("/crm/v3/objects/deals/search")[0].json()["properties"][0],
+        "dealname"
+    );
 
     // A private-app token that is refused is fatal: nothing to refresh.
     let fixed = json!({"base_url": mock.base, "token": "revoked"});
@@ -463,6 +483,36 @@ async fn hubspot_creates_a_task_for_the_owner_due_later_and_linked_to_the_compan
             "hs_task_status": "NOT_STARTED", "hs_task_priority": "HIGH", "hs_task_type": "TODO",
             "hubspot_owner_id": "64492917", "touchpilot_key": "tp-abc"},
         "associations": [{"to": {"id": "500123"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 192}]}]})
+    );
+}
+
+#[tokio::test]
+async fn hubspot_validation_errors_are_fatal_and_say_why() {
+    let (companies, contacts, associations) = hubspot_data();
+    let mock = vendors::hubspot::start(companies, contacts, associations).await;
+    let p = Plugin::load(
+        "hubspot",
+        &library("touchpilot_hubspot"),
+        &hubspot_config(&mock.base),
+        limits(),
+    )
+    .unwrap();
+    let e = p
+        .call("act", &json!({"action": "create_task", "key": "tp-v", "account": {"id": "500123", "owner": {"hubspot_owner_id": "999"}},
+            "content": {"subject": "Call"}, "at": "2026-03-02T10:00:00Z", "now": "2026-03-02T10:00:00Z"}))
+        .await
+        .unwrap_err();
+    assert!(!e.retryable());
+    assert!(
+        e.to_string().contains("hubspot create_task: HTTP 400")
+            && e.to_string().contains("VALIDATION_ERROR"),
+        "{e}"
+    );
+    assert!(
+        mock.data.lock().unwrap()["tasks"]
+            .as_array()
+            .unwrap()
+            .is_empty()
     );
 }
 
@@ -796,7 +846,7 @@ mod sources {
             .unwrap();
         assert_eq!(
             (first.pages, first.accounts_new, first.events_accepted),
-            (2, 3, 0)
+            (2, 3, 2)
         );
         let cursor = runner.store.cursor("hubspot").await.unwrap().unwrap();
         assert_eq!(
@@ -804,7 +854,14 @@ mod sources {
             (&json!(null), &json!(true))
         );
         // Every company of the first sync, over both pages, entered silently.
-        assert!(runner.store.pending_events(10).await.unwrap().is_empty());
+        let events = runner.store.pending_events(10).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.event.kind.as_str()).collect();
+        assert_eq!(kinds, ["deal.created", "deal.updated"]);
+        runner
+            .store
+            .set_aside(&events.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .await
+            .unwrap();
         let admitted = runner.store.list_outbox(10).await.unwrap();
         assert!(admitted.is_empty(), "{admitted:?}");
         let acme = runner

@@ -311,8 +311,13 @@ pub mod hubspot {
     const PAGE: usize = 2;
 
     pub async fn start(companies: Value, contacts: Value, associations: Value) -> Mock {
+        let deals = json!([
+            {"id": "7001", "properties": {"dealname": "Acme renewal", "amount": "62400", "dealstage": "contractsent",
+                "pipeline": "default", "closedate": "2026-03-31T00:00:00Z", "createdate": "2026-01-05T00:00:00Z",
+                "hs_lastmodifieddate": "2026-01-06T00:00:00.000Z"}, "archived": false}]);
         let data = json!({"companies": companies, "contacts": contacts, "associations": associations,
-            "tasks": [], "notes": [], "patches": [], "tokens": ["tok-1"], "issued": 1});
+            "deals": deals, "deal_companies": {"7001": 500123},
+            "owners": ["64492917"], "tasks": [], "notes": [], "patches": [], "tokens": ["tok-1"], "issued": 1});
         Mock::start(data, Arc::new(handle)).await
     }
 
@@ -407,6 +412,18 @@ pub mod hubspot {
             ("POST", "/crm/v3/objects/notes/search") => {
                 ok(200, search(d["notes"].as_array().unwrap(), &body))
             }
+            ("POST", "/crm/v3/objects/deals/search") => {
+                ok(200, search(d["deals"].as_array().unwrap(), &body))
+            }
+            ("GET", p) if p.starts_with("/crm/v4/objects/deals/") => {
+                let deal = p.split('/').nth(5).unwrap();
+                let results: Vec<Value> = d["deal_companies"]
+                    .get(deal)
+                    .into_iter()
+                    .map(|c| json!({"toObjectId": c, "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 5, "label": null}]}))
+                    .collect();
+                ok(200, json!({"results": results}))
+            }
             ("POST", "/crm/v3/objects/contacts/batch/read") => {
                 let results: Vec<Value> = body["inputs"]
                     .as_array()
@@ -438,6 +455,15 @@ pub mod hubspot {
             ("POST", p @ ("/crm/v3/objects/tasks" | "/crm/v3/objects/notes")) => {
                 let kind = p.rsplit('/').next().unwrap();
                 let props = &body["properties"];
+                if let Some(owner) = props["hubspot_owner_id"].as_str()
+                    && !d["owners"].as_array().unwrap().contains(&json!(owner))
+                {
+                    return ok(
+                        400,
+                        json!({"status": "error", "message": "Property values were not valid: [{\"isValid\":false,\"message\":\"999 is not a valid owner id\",\"error\":\"INVALID_OWNER_ID\",\"name\":\"hubspot_owner_id\"}]",
+                        "correlationId": "a43683b0-5717-4ceb-80b4-104d02915d8c", "category": "VALIDATION_ERROR"}),
+                    );
+                }
                 if !props["hs_timestamp"].is_string() {
                     return ok(
                         400,

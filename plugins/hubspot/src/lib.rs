@@ -1,12 +1,13 @@
 //! HubSpot CRM v3 as a Touchpilot connector
 //! (https://developers.hubspot.com/docs/api/crm/understanding-the-crm).
 //!
-//! - Source: companies are accounts, read with the CRM search API by
-//!   `hs_lastmodifieddate` (ascending, `GTE` the last value seen minus an
-//!   overlap window, the lower bound moved forward rather than paging past
-//!   the search's 10,000-result cap); their contacts come from the v4
-//!   associations, whose labels (`Champion`, `Executive sponsor`) are the
-//!   contacts' roles.
+//! - Source: companies are accounts and deals are `deal.created` /
+//!   `deal.updated` events of their company, both read with the CRM search
+//!   API by `hs_lastmodifieddate` (ascending, `GTE` the last value seen
+//!   minus an overlap window, the lower bound moved forward rather than
+//!   paging past the search's 10,000-result cap); companies' contacts come
+//!   from the v4 associations, whose labels (`Champion`, `Executive
+//!   sponsor`) are the contacts' roles.
 //! - Actions: `create_task` (assigned to the account owner, due date),
 //!   `create_note`, `update_field`. Tasks and notes carry the action key in
 //!   a unique property and are searched for before being created, so a
@@ -333,17 +334,120 @@ impl HubSpot {
         Ok(out)
     }
 
+    /// One page of `object` modified since the cursor part's lower bound,
+    /// and that part's next value. Past the search cap, the bound moves
+    /// to the last modification seen instead of paging further.
+    fn search_page(
+        &self,
+        object: &str,
+        properties: &[&str],
+        part: &Value,
+        first_ms: i64,
+        now: i64,
+    ) -> Result<(Vec<Value>, Value, bool), Error> {
+        let overlap_ms = self.c.overlap_seconds * 1000;
+        let since = part["since_ms"].as_i64().unwrap_or(first_ms);
+        let mut max_seen = part["max_seen_ms"].as_i64().unwrap_or(since);
+        let mut body = json!({
+            "filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": since.to_string()}]}],
+            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": properties,
+            "limit": PAGE,
+        });
+        if let Some(a) = part["after"].as_str() {
+            body["after"] = json!(a);
+        }
+        let what = format!("{object} search");
+        let page = self.post(
+            &format!("/crm/v3/objects/{object}/search"),
+            &body,
+            now,
+            &what,
+        )?;
+        let results = page["results"].as_array().cloned().unwrap_or_default();
+        for r in &results {
+            if let Some(m) = r
+                .pointer("/properties/hs_lastmodifieddate")
+                .and_then(Value::as_str)
+            {
+                max_seen = max_seen.max(modified_ms(m)?);
+            }
+        }
+        let next = page.pointer("/paging/next/after").and_then(Value::as_str);
+        let near_cap = next
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n + u64::from(PAGE) >= SEARCH_CAP);
+        let part = match next {
+            Some(n) if !near_cap => {
+                json!({"since_ms": since, "after": n, "max_seen_ms": max_seen, "caught_up": false})
+            }
+            Some(_) => {
+                json!({"since_ms": max_seen, "after": null, "max_seen_ms": max_seen, "caught_up": false})
+            }
+            None => json!({"since_ms": (max_seen - overlap_ms).max(since), "after": null,
+                           "max_seen_ms": max_seen, "caught_up": true}),
+        };
+        Ok((results, part, next.is_some()))
+    }
+
+    /// A deal's events: `deal.created` once, `deal.updated` per
+    /// modification, for the company it is associated with.
+    fn deal_events(&self, deal: &Value, now: i64) -> Result<Vec<Value>, Error> {
+        let Some(id) = deal["id"].as_str() else {
+            return Ok(vec![]);
+        };
+        let path = format!(
+            "{}/crm/v4/objects/deals/{id}/associations/companies?limit=1",
+            self.base
+        );
+        let assoc = self
+            .send(HttpRequest::new("GET", path), now, "deal company")?
+            .json()?;
+        let Some(company) = assoc
+            .pointer("/results/0/toObjectId")
+            .map(|v| v.to_string().trim_matches('"').to_string())
+        else {
+            // A deal of no company belongs to no account.
+            return Ok(vec![]);
+        };
+        let p = &deal["properties"];
+        let created = time(p["createdate"].as_str().unwrap_or("1970-01-01T00:00:00Z"))?;
+        let modified = p["hs_lastmodifieddate"]
+            .as_str()
+            .map(modified_ms)
+            .transpose()?;
+        let data = json!({
+            "deal_id": id,
+            "name": p["dealname"],
+            "amount": p["amount"].as_str().and_then(|a| a.parse::<f64>().ok()),
+            "stage": p["dealstage"],
+            "pipeline": p["pipeline"],
+            "close_date": p["closedate"],
+        });
+        let mut out = vec![
+            json!({"id": format!("hubspot:deal:{id}:created"), "account": company,
+            "type": "deal.created", "at": created.to_string(), "data": data}),
+        ];
+        if let Some(ms) = modified.filter(|ms| *ms > created.as_millisecond()) {
+            let at =
+                jiff::Timestamp::from_millisecond(ms).map_err(|e| Error::fatal(e.to_string()))?;
+            out.push(
+                json!({"id": format!("hubspot:deal:{id}:{ms}"), "account": company,
+                "type": "deal.updated", "at": at.to_string(), "data": data}),
+            );
+        }
+        Ok(out)
+    }
+
+    /// One page of companies (accounts) and one of deals (events).
     fn poll(&self, input: &Value) -> Result<Value, Error> {
         let now_ts = time(input["now"].as_str().unwrap_or("1970-01-01T00:00:00Z"))?;
         let now = now_ts.as_second();
-        let overlap_ms = self.c.overlap_seconds * 1000;
+        let first_ms = self
+            .c
+            .start_ms
+            .unwrap_or(now_ts.as_millisecond() - self.c.overlap_seconds * 1000);
         let cursor = &input["cursor"];
-        let since = cursor["since_ms"]
-            .as_i64()
-            .or(self.c.start_ms)
-            .unwrap_or(now_ts.as_millisecond() - overlap_ms);
-        let after = cursor["after"].as_str();
-        let mut max_seen = cursor["max_seen_ms"].as_i64().unwrap_or(since);
         let properties: Vec<&str> = self
             .mapping
             .iter()
@@ -351,51 +455,58 @@ impl HubSpot {
             .map(|p| p.split('.').next().unwrap_or(p))
             .chain(["hs_lastmodifieddate"])
             .collect();
-        let mut body = json!({
-            "filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": since.to_string()}]}],
-            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
-            "properties": properties,
-            "limit": PAGE,
-        });
-        if let Some(a) = after {
-            body["after"] = json!(a);
-        }
-        let page = self.post(
-            "/crm/v3/objects/companies/search",
-            &body,
-            now,
-            "company search",
-        )?;
+        // Within a round (until `more` is false), a part that is caught up
+        // waits for the other instead of re-reading its overlap window.
+        let new_round = ["companies", "deals"]
+            .iter()
+            .all(|p| cursor[p]["caught_up"] != false);
+        let waits = |part: &str| !new_round && cursor[part]["caught_up"] == true;
+        let (companies, companies_next, more_companies) = if waits("companies") {
+            (vec![], cursor["companies"].clone(), false)
+        } else {
+            self.search_page(
+                "companies",
+                &properties,
+                &cursor["companies"],
+                first_ms,
+                now,
+            )?
+        };
         let mut accounts = Vec::new();
-        for company in page["results"].as_array().into_iter().flatten() {
+        for company in &companies {
             let Some(id) = company["id"].as_str() else {
                 continue;
             };
             let mut account = Map::new();
             account.insert("id".into(), json!(id));
             mapping::apply(&self.mapping, company, &mut account);
-            if let Some(m) = company
-                .pointer("/properties/hs_lastmodifieddate")
-                .and_then(Value::as_str)
-            {
-                max_seen = max_seen.max(modified_ms(m)?);
-            }
             account.insert("contacts".into(), Value::Array(self.contacts(id, now)?));
             accounts.push(Value::Object(numbers(account)));
         }
-        let next = page.pointer("/paging/next/after").and_then(Value::as_str);
-        // Past the search cap, restart from the last modification seen.
-        let near_cap = next
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n + u64::from(PAGE) >= SEARCH_CAP);
-        let cursor = match next {
-            Some(n) if !near_cap => json!({"since_ms": since, "after": n, "max_seen_ms": max_seen}),
-            Some(_) => json!({"since_ms": max_seen, "after": null, "max_seen_ms": max_seen}),
-            None => {
-                json!({"since_ms": (max_seen - overlap_ms).max(since), "after": null, "max_seen_ms": max_seen})
-            }
+        let deal_properties = [
+            "dealname",
+            "amount",
+            "dealstage",
+            "pipeline",
+            "closedate",
+            "createdate",
+            "hs_lastmodifieddate",
+        ];
+        let (deals, deals_next, more_deals) = if waits("deals") {
+            (vec![], cursor["deals"].clone(), false)
+        } else {
+            self.search_page("deals", &deal_properties, &cursor["deals"], first_ms, now)?
         };
-        Ok(json!({"accounts": accounts, "events": [], "cursor": cursor, "more": next.is_some()}))
+        let mut events = Vec::new();
+        for deal in &deals {
+            events.extend(self.deal_events(deal, now)?);
+        }
+        Ok(json!({
+            "accounts": accounts,
+            "events": events,
+            "cursor": {"companies": companies_next, "deals": deals_next},
+            "more": more_companies || more_deals,
+        }))
     }
 
     /// The HubSpot company of a Touchpilot account.
