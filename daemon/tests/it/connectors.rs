@@ -1004,10 +1004,14 @@ async fn salesforce_refreshes_its_session_and_reads_accounts_with_soql_and_one_c
     let q = queries[1].query("q").unwrap();
     assert!(q.starts_with("SELECT+Id%2C+SystemModstamp%2C+"), "{q}");
     assert!(q.ends_with("+FROM+Account+WHERE+SystemModstamp+%3E%3D+2026-01-01T00%3A00%3A00Z+ORDER+BY+SystemModstamp+ASC"), "{q}");
+    let task_q = queries[2].query("q").unwrap();
+    assert!(task_q.contains("+FROM+Task+WHERE+SystemModstamp+%3E%3D+2026-01-01T00%3A00%3A00Z+ORDER+BY+SystemModstamp+ASC"), "{task_q}");
     assert!(
-        queries[2]
+        queries[3]
             .path()
-            .starts_with("/services/data/v66.0/query/01gRO")
+            .starts_with("/services/data/v66.0/query/01gRO"),
+        "{:?}",
+        queries[3]
     );
     let composite = mock.seen("/services/data/v66.0/composite");
     assert_eq!(composite.len(), 2, "one composite call per page");
@@ -1018,7 +1022,27 @@ async fn salesforce_refreshes_its_session_and_reads_accounts_with_soql_and_one_c
     );
     assert!(sub[1]["url"].as_str().unwrap().contains("FROM+AccountContactRole+WHERE+AccountId+IN+%28%27001D000000IRFmaIAH%27%2C%27001D000000IRFmbIAH%27%29"));
     // Caught up: the next poll starts `overlap` before the last change.
-    assert_eq!(r2["cursor"]["since"], "2026-01-03T23:55:00Z");
+    assert_eq!(r2["cursor"]["accounts"]["since"], "2026-01-03T23:55:00Z");
+    // Tasks on accounts are events, read by SOQL on Task in the same polls.
+    let events: Vec<&Value> = [&r1, &r2]
+        .iter()
+        .flat_map(|r| r["events"].as_array().unwrap())
+        .collect();
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "salesforce:task:00TD00000045abcA:created",
+            "salesforce:task:00TD00000045abcA:2026-01-06T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        (
+            events[1]["account"].as_str(),
+            events[1]["data"]["closed"].as_bool()
+        ),
+        (Some("001D000000IRFmaIAH"), Some(true))
+    );
 
     // A task: upserted by the action key, so a retry is an update (204).
     let act = json!({"action": "create_task", "key": "tp-77", "account": {"id": "001D000000IRFmaIAH", "owner": {"salesforce_id": "005D0000001AbcD"}},

@@ -513,7 +513,14 @@ pub mod salesforce {
 
     pub async fn start(accounts: Value, contacts: Value, roles: Value) -> Mock {
         let data = json!({"accounts": accounts, "contacts": contacts, "roles": roles,
-            "tasks": {}, "patches": [], "tokens": ["sf-1"], "base": ""});
+            "tasks": {}, "patches": [], "tokens": ["sf-1"], "base": "",
+            "tasks_read": [
+                {"attributes": {"type": "Task"}, "Id": "00TD00000045abcA", "WhatId": "001D000000IRFmaIAH",
+                 "Subject": "QBR prep", "Status": "Completed", "Priority": "Normal", "ActivityDate": "2026-01-10",
+                 "IsClosed": true, "CreatedDate": "2026-01-05T09:00:00.000+0000", "SystemModstamp": "2026-01-06T09:00:00.000+0000"},
+                {"attributes": {"type": "Task"}, "Id": "00TD00000045abcB", "WhatId": "006D000000Opp01",
+                 "Subject": "About an opportunity", "Status": "Not Started", "Priority": "Normal", "ActivityDate": null,
+                 "IsClosed": false, "CreatedDate": "2026-01-05T09:00:00.000+0000", "SystemModstamp": "2026-01-05T09:00:00.000+0000"}]});
         let mock = Mock::start(data, Arc::new(handle)).await;
         mock.data.lock().unwrap()["base"] = json!(mock.base);
         mock
@@ -573,6 +580,11 @@ pub mod salesforce {
             return of_accounts("roles");
         }
         assert!(soql.starts_with("SELECT Id, SystemModstamp, "), "{soql}");
+        let table = if soql.contains(" FROM Task ") {
+            "tasks_read"
+        } else {
+            "accounts"
+        };
         let since = soql
             .split("SystemModstamp >= ")
             .nth(1)
@@ -585,7 +597,7 @@ pub mod salesforce {
             "SOQL DateTime literals are unquoted: {soql}"
         );
         let since = since.parse::<jiff::Timestamp>().unwrap().as_second();
-        let mut recs: Vec<Value> = d["accounts"]
+        let mut recs: Vec<Value> = d[table]
             .as_array()
             .unwrap()
             .iter()
@@ -599,7 +611,7 @@ pub mod salesforce {
         let mut out = json!({"totalSize": total, "done": next >= total, "records": page});
         if next < total {
             out["nextRecordsUrl"] = json!(format!(
-                "/services/data/{VERSION}/query/01gRO0000016PIAYA2-{since}-{next}"
+                "/services/data/{VERSION}/query/01gRO0000016PIAYA2-{table}-{since}-{next}"
             ));
         }
         out
@@ -644,12 +656,17 @@ pub mod salesforce {
                 let mut parts = p.rsplit('-');
                 let offset: usize = parts.next().unwrap().parse().unwrap();
                 let since: i64 = parts.next().unwrap().parse().unwrap();
+                let object = if parts.next() == Some("tasks_read") {
+                    "Task"
+                } else {
+                    "Account"
+                };
                 let since = jiff::Timestamp::from_second(since)
                     .unwrap()
                     .strftime("%Y-%m-%dT%H:%M:%SZ")
                     .to_string();
                 let soql = format!(
-                    "SELECT Id, SystemModstamp, Name FROM Account WHERE SystemModstamp >= {since} ORDER BY SystemModstamp ASC"
+                    "SELECT Id, SystemModstamp, Name FROM {object} WHERE SystemModstamp >= {since} ORDER BY SystemModstamp ASC"
                 );
                 ok(200, query(d, &soql, offset))
             }

@@ -1,12 +1,13 @@
 //! Salesforce (REST API) as a Touchpilot connector
 //! (https://developer.salesforce.com/docs/platform/api-rest/guide).
 //!
-//! - Source: accounts by SOQL on `Account`, ordered by `SystemModstamp`
-//!   (every change, system ones included), read again over an overlap
-//!   window and paged with `nextRecordsUrl`; each page's contacts and
-//!   their roles (`AccountContactRole.Role`: `Champion`, `Executive
-//!   Sponsor`) come in one composite request (one API call for both
-//!   queries).
+//! - Source: accounts by SOQL on `Account` and their tasks (`task.created`,
+//!   `task.updated` events) by SOQL on `Task`, both ordered by
+//!   `SystemModstamp` (every change, system ones included), read again
+//!   over an overlap window and paged with `nextRecordsUrl`; each page's
+//!   contacts and their roles (`AccountContactRole.Role`: `Champion`,
+//!   `Executive Sponsor`) come in one composite request (one API call for
+//!   both queries).
 //! - Actions: `create_task` and `create_note` (a completed Task) are
 //!   upserts by an External ID field on Task holding the action key
 //!   (`PATCH /sobjects/Task/{key_field}/{key}`): a retry updates the task
@@ -357,39 +358,127 @@ impl Salesforce {
         Ok(out)
     }
 
-    fn poll(&self, input: &Value) -> Result<Value, Error> {
-        let now = sf_time(input["now"].as_str().unwrap_or("1970-01-01T00:00:00Z"))?;
+    /// One batch of `SELECT {fields} FROM {object}` modified since the
+    /// cursor part's bound (ordered by `SystemModstamp`), and the part's
+    /// next value: `nextRecordsUrl` while there are more, then the last
+    /// modification seen minus the overlap window.
+    fn query_page(
+        &self,
+        object: &str,
+        fields: &[&str],
+        part: &Value,
+        first: jiff::Timestamp,
+    ) -> Result<(Vec<Value>, Value, bool), Error> {
         let overlap = jiff::SignedDuration::from_secs(self.c.overlap_seconds);
-        let cursor = &input["cursor"];
-        let since = match (cursor["since"].as_str(), self.c.start_time.as_deref()) {
-            (Some(s), _) | (None, Some(s)) => sf_time(s)?,
-            (None, None) => now
-                .checked_sub(overlap)
-                .map_err(|e| Error::fatal(e.to_string()))?,
-        };
-        let mut max_seen = cursor["max_seen"]
+        let since = part["since"]
+            .as_str()
+            .map(sf_time)
+            .transpose()?
+            .unwrap_or(first);
+        let mut max_seen = part["max_seen"]
             .as_str()
             .map(sf_time)
             .transpose()?
             .unwrap_or(since);
-        let path = match cursor["next"].as_str() {
+        let path = match part["next"].as_str() {
             Some(next) => next.to_string(),
+            None => self.query_path(&format!(
+                "SELECT {} FROM {object} WHERE SystemModstamp >= {} ORDER BY SystemModstamp ASC",
+                fields.join(", "),
+                soql_time(since)
+            )),
+        };
+        let page = self
+            .send("GET", &path, None, &format!("{object} query"))?
+            .json()?;
+        let records = page["records"].as_array().cloned().unwrap_or_default();
+        for r in &records {
+            if let Some(m) = r["SystemModstamp"].as_str() {
+                max_seen = max_seen.max(sf_time(m)?);
+            }
+        }
+        let next = page["nextRecordsUrl"]
+            .as_str()
+            .filter(|_| page["done"] == false);
+        let part = match next {
+            Some(n) => {
+                json!({"since": since.to_string(), "next": n, "max_seen": max_seen.to_string(), "caught_up": false})
+            }
             None => {
-                let mut fields: Vec<&str> = vec!["Id", "SystemModstamp"];
-                for (_, from) in &self.mapping {
-                    if !fields.contains(&from.as_str()) {
-                        fields.push(from);
-                    }
-                }
-                self.query_path(&format!(
-                    "SELECT {} FROM Account WHERE SystemModstamp >= {} ORDER BY SystemModstamp ASC",
-                    fields.join(", "),
-                    soql_time(since)
-                ))
+                let again = max_seen
+                    .checked_sub(overlap)
+                    .map_err(|e| Error::fatal(e.to_string()))?
+                    .max(since);
+                json!({"since": again.to_string(), "next": null, "max_seen": max_seen.to_string(), "caught_up": true})
             }
         };
-        let page = self.send("GET", &path, None, "account query")?.json()?;
-        let records = page["records"].as_array().cloned().unwrap_or_default();
+        Ok((records, part, next.is_some()))
+    }
+
+    /// Events of an account's task: `task.created` once, `task.updated`
+    /// per modification (with `status` and `closed`).
+    fn task_events(task: &Value) -> Result<Vec<Value>, Error> {
+        // Only tasks about an Account (key prefix 001) belong to one.
+        let (Some(id), Some(account)) = (
+            task["Id"].as_str(),
+            task["WhatId"].as_str().filter(|w| w.starts_with("001")),
+        ) else {
+            return Ok(vec![]);
+        };
+        let created = sf_time(
+            task["CreatedDate"]
+                .as_str()
+                .unwrap_or("1970-01-01T00:00:00Z"),
+        )?;
+        let modified = task["SystemModstamp"]
+            .as_str()
+            .map(sf_time)
+            .transpose()?
+            .unwrap_or(created);
+        let data = json!({"task_id": id, "subject": task["Subject"], "status": task["Status"],
+            "priority": task["Priority"], "due": task["ActivityDate"], "closed": task["IsClosed"]});
+        let mut out = vec![
+            json!({"id": format!("salesforce:task:{id}:created"), "account": account,
+            "type": "task.created", "at": created.to_string(), "data": data}),
+        ];
+        if modified > created {
+            out.push(
+                json!({"id": format!("salesforce:task:{id}:{modified}"), "account": account,
+                "type": "task.updated", "at": modified.to_string(), "data": data}),
+            );
+        }
+        Ok(out)
+    }
+
+    /// One batch of accounts (with contacts and roles) and one of tasks.
+    fn poll(&self, input: &Value) -> Result<Value, Error> {
+        let now = sf_time(input["now"].as_str().unwrap_or("1970-01-01T00:00:00Z"))?;
+        let overlap = jiff::SignedDuration::from_secs(self.c.overlap_seconds);
+        let first = match self.c.start_time.as_deref() {
+            Some(s) => sf_time(s)?,
+            None => now
+                .checked_sub(overlap)
+                .map_err(|e| Error::fatal(e.to_string()))?,
+        };
+        let cursor = &input["cursor"];
+        // Within a round (until `more` is false), a part that is caught up
+        // waits for the other instead of re-reading its overlap window.
+        let new_round = ["accounts", "tasks"]
+            .iter()
+            .all(|p| cursor[p]["caught_up"] != false);
+        let waits = |part: &str| !new_round && cursor[part]["caught_up"] == true;
+
+        let mut fields: Vec<&str> = vec!["Id", "SystemModstamp"];
+        for (_, from) in &self.mapping {
+            if !fields.contains(&from.as_str()) {
+                fields.push(from);
+            }
+        }
+        let (records, accounts_next, more_accounts) = if waits("accounts") {
+            (vec![], cursor["accounts"].clone(), false)
+        } else {
+            self.query_page("Account", &fields, &cursor["accounts"], first)?
+        };
         let ids: Vec<String> = records
             .iter()
             .filter_map(|r| r["Id"].as_str().map(str::to_string))
@@ -398,9 +487,6 @@ impl Salesforce {
         let mut accounts = Vec::new();
         for r in &records {
             let Some(id) = r["Id"].as_str() else { continue };
-            if let Some(m) = r["SystemModstamp"].as_str() {
-                max_seen = max_seen.max(sf_time(m)?);
-            }
             let mut a = Map::new();
             a.insert("id".into(), json!(id));
             mapping::apply(&self.mapping, r, &mut a);
@@ -410,22 +496,33 @@ impl Salesforce {
             );
             accounts.push(Value::Object(a));
         }
-        let next = page["nextRecordsUrl"]
-            .as_str()
-            .filter(|_| page["done"] == false);
-        let cursor = match next {
-            Some(n) => {
-                json!({"since": since.to_string(), "next": n, "max_seen": max_seen.to_string()})
-            }
-            None => {
-                let again = max_seen
-                    .checked_sub(overlap)
-                    .map_err(|e| Error::fatal(e.to_string()))?
-                    .max(since);
-                json!({"since": again.to_string(), "next": null, "max_seen": max_seen.to_string()})
-            }
+
+        let task_fields = [
+            "Id",
+            "SystemModstamp",
+            "WhatId",
+            "Subject",
+            "Status",
+            "Priority",
+            "ActivityDate",
+            "IsClosed",
+            "CreatedDate",
+        ];
+        let (tasks, tasks_next, more_tasks) = if waits("tasks") {
+            (vec![], cursor["tasks"].clone(), false)
+        } else {
+            self.query_page("Task", &task_fields, &cursor["tasks"], first)?
         };
-        Ok(json!({"accounts": accounts, "events": [], "cursor": cursor, "more": next.is_some()}))
+        let mut events = Vec::new();
+        for t in &tasks {
+            events.extend(Self::task_events(t)?);
+        }
+        Ok(json!({
+            "accounts": accounts,
+            "events": events,
+            "cursor": {"accounts": accounts_next, "tasks": tasks_next},
+            "more": more_accounts || more_tasks,
+        }))
     }
 
     fn act(&self, input: &Value) -> Result<Value, Error> {
