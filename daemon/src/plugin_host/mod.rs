@@ -87,6 +87,12 @@ pub enum PluginError {
         op: String,
         error: PluginFailure,
     },
+    #[error("connector `{name}` ({op}): cannot start a thread for the call: {reason}")]
+    Thread {
+        name: String,
+        op: String,
+        reason: String,
+    },
     #[error("connector `{name}`: does not support `{op}`")]
     Unsupported { name: String, op: String },
 }
@@ -97,7 +103,9 @@ impl PluginError {
     /// garbage are bugs; a retry would only repeat them.
     pub fn retryable(&self) -> bool {
         match self {
-            PluginError::Timeout { .. } | PluginError::Busy { .. } => true,
+            PluginError::Timeout { .. } | PluginError::Busy { .. } | PluginError::Thread { .. } => {
+                true
+            }
             PluginError::Failed { error, .. } => error.retryable,
             _ => false,
         }
@@ -253,7 +261,11 @@ impl Plugin {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let config = serde_json::to_vec(config).expect("JSON values serialise");
         let host = ctx.table() as *const touchpilot_plugin::HostTable as usize;
-        let rx = spawn(name, "open", &in_flight, move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let deliver = move |r| {
+            let _ = tx.send(r);
+        };
+        spawn(name, "open", &in_flight, deliver, move || {
             let mut out: *mut c_void = std::ptr::null_mut();
             // SAFETY: the host table lives forever (leaked with `ctx`), the
             // config outlives the call, and `out` is a valid out-pointer.
@@ -312,17 +324,20 @@ impl Plugin {
         }
     }
 
+    /// Starts `op` on a thread of its own; `deliver` gets the reply's
+    /// bytes when (if ever) the plugin returns.
     fn start(
         &self,
         op: &str,
         input: &Value,
-    ) -> Result<std::sync::mpsc::Receiver<Vec<u8>>, PluginError> {
+        deliver: impl FnOnce(Vec<u8>) + Send + 'static,
+    ) -> Result<(), PluginError> {
         self.supports(op)?;
         let table = self.table;
         let instance = self.instance;
         let op_bytes = op.as_bytes().to_vec();
         let input = serde_json::to_vec(input).expect("JSON values serialise");
-        spawn(&self.name, op, &self.in_flight, move || {
+        spawn(&self.name, op, &self.in_flight, deliver, move || {
             let instance = instance;
             // SAFETY: the instance came from this table's `open`; the
             // operation and input outlive the call.
@@ -334,7 +349,10 @@ impl Plugin {
     /// Runs `op` from synchronous code (start-up, `validate`), waiting at
     /// most the call timeout.
     pub fn call_blocking(&self, op: &str, input: &Value) -> Result<Value, PluginError> {
-        let rx = self.start(op, input)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.start(op, input, move |r| {
+            let _ = tx.send(r);
+        })?;
         match rx.recv_timeout(self.limits.call_timeout) {
             Ok(reply) => interpret(&self.name, op, &reply),
             Err(_) => Err(self.timeout(op)),
@@ -344,15 +362,10 @@ impl Plugin {
     /// Runs `op` from async code: the call is on its own thread and this
     /// future waits at most the call timeout, so no async thread blocks.
     pub async fn call(&self, op: &str, input: &Value) -> Result<Value, PluginError> {
-        let rx = self.start(op, input)?;
         let (tx, done) = tokio::sync::oneshot::channel();
-        // The bridge thread only waits on the channel: it ends when the
-        // call ends, or when the call's thread ends without answering.
-        std::thread::spawn(move || {
-            if let Ok(reply) = rx.recv() {
-                let _ = tx.send(reply);
-            }
-        });
+        self.start(op, input, move |r| {
+            let _ = tx.send(r);
+        })?;
         match tokio::time::timeout(self.limits.call_timeout, done).await {
             Ok(Ok(reply)) => interpret(&self.name, op, &reply),
             Ok(Err(_)) => Err(PluginError::Garbage {
@@ -382,13 +395,16 @@ fn take(table: &PluginTable, buf: touchpilot_plugin::Buffer) -> Vec<u8> {
     bytes
 }
 
-/// Runs `f` on a thread of its own, counting it in flight until it returns.
+/// Runs `f` on a thread of its own, counting it in flight until it
+/// returns, and hands its result to `deliver` (whoever waits may have
+/// given up by then).
 fn spawn<T: Send + 'static>(
     name: &str,
     op: &str,
     in_flight: &Arc<AtomicUsize>,
+    deliver: impl FnOnce(T) + Send + 'static,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<std::sync::mpsc::Receiver<T>, PluginError> {
+) -> Result<(), PluginError> {
     let running = in_flight.fetch_add(1, Ordering::AcqRel);
     if running >= MAX_IN_FLIGHT {
         in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -398,24 +414,23 @@ fn spawn<T: Send + 'static>(
             running,
         });
     }
-    let (tx, rx) = std::sync::mpsc::channel();
     let counter = in_flight.clone();
     std::thread::Builder::new()
         .name(format!("plugin-{name}"))
         .spawn(move || {
             let out = f();
             counter.fetch_sub(1, Ordering::AcqRel);
-            let _ = tx.send(out);
+            deliver(out);
         })
         .map_err(|e| {
             in_flight.fetch_sub(1, Ordering::AcqRel);
-            PluginError::Load {
+            PluginError::Thread {
                 name: name.into(),
-                path: PathBuf::new(),
-                reason: format!("cannot start a thread: {e}"),
+                op: op.into(),
+                reason: e.to_string(),
             }
         })?;
-    Ok(rx)
+    Ok(())
 }
 
 /// A reply's bytes as a result.
