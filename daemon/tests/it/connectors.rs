@@ -913,6 +913,70 @@ mod sources {
             json!({"from": "cy@acme.example", "to": null})
         );
     }
+
+    /// Salesforce: a contact role changes without touching the Account's
+    /// SystemModstamp; the role's own SystemModstamp brings the account
+    /// back, and the new champion is one event.
+    #[tokio::test]
+    async fn a_new_champion_in_salesforce_is_seen_through_its_role() {
+        let (accounts, contacts, roles) = super::salesforce_data();
+        let sf = vendors::salesforce::start(accounts, contacts, roles).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("playbooks")).unwrap();
+        std::fs::create_dir_all(d.join("templates")).unwrap();
+        std::fs::write(
+                d.join("touchpilot.yaml"),
+                format!(
+                    "playbooks: playbooks\ntemplates: templates\nconnectors:\n  salesforce: {{ library: {}, config: {} }}\n",
+                    library("touchpilot_salesforce").display(),
+                    super::salesforce_config(&sf.base)
+                ),
+            )
+            .unwrap();
+        let (config, _) = touchpilot::config::load(&d.join("touchpilot.yaml"), &|_| None).unwrap();
+        let config = Arc::new(config);
+        let engine = Engine::new(config.clone(), Arc::new(|a: &str| a.to_string()));
+        let store = SqliteStore::open(&format!("sqlite:{}", d.join("t.db").display()))
+            .await
+            .unwrap();
+        let runner = Runner::new(store, engine);
+        let connectors = Connectors::load(&config.connectors).await;
+        let source = connectors.host.get("salesforce").unwrap().clone();
+        let first = poll(&source, &runner, t("2026-03-02T08:00:00Z"))
+            .await
+            .unwrap();
+        assert_eq!(first.accounts_new, 3, "{first:?}");
+        let seen = runner.store.pending_events(10).await.unwrap();
+        runner
+            .store
+            .set_aside(&seen.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .await
+            .unwrap();
+
+        // Cy becomes the champion; only the roles' SystemModstamp moves.
+        {
+            let mut data = sf.data.lock().unwrap();
+            data["roles"][0]["Role"] = json!("Billing Contact");
+            data["roles"][0]["SystemModstamp"] = json!("2026-03-02T08:30:00.000+0000");
+            data["roles"][1]["Role"] = json!("Champion");
+            data["roles"][1]["SystemModstamp"] = json!("2026-03-02T08:30:00.000+0000");
+        }
+        for now in ["2026-03-02T09:00:00Z", "2026-03-02T09:01:00Z"] {
+            poll(&source, &runner, t(now)).await.unwrap();
+        }
+        let pending = runner.store.pending_events(10).await.unwrap();
+        let kinds: Vec<&str> = pending.iter().map(|e| e.event.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["account.updated", "champion.changed", "sponsor.changed"]
+        );
+        assert_eq!(pending[1].event.account, "001D000000IRFmaIAH");
+        assert_eq!(
+            pending[1].event.data,
+            json!({"from": "ann@acme.example", "to": "cy@acme.example"})
+        );
+    }
 }
 
 fn salesforce_data() -> (Value, Value, Value) {
@@ -935,8 +999,8 @@ fn salesforce_data() -> (Value, Value, Value) {
          "Email": "cy@acme.example", "FirstName": "Cy", "LastName": "Oh"}
     ]);
     let roles = json!([
-        {"attributes": {"type": "AccountContactRole"}, "AccountId": "001D000000IRFmaIAH", "ContactId": "003D000000QOpfA", "Role": "Champion"},
-        {"attributes": {"type": "AccountContactRole"}, "AccountId": "001D000000IRFmaIAH", "ContactId": "003D000000QOpfB", "Role": "Executive Sponsor"}
+        {"attributes": {"type": "AccountContactRole"}, "AccountId": "001D000000IRFmaIAH", "ContactId": "003D000000QOpfA", "Role": "Champion", "Id": "02ZD0001", "SystemModstamp": "2026-01-02T00:00:00.000+0000"},
+        {"attributes": {"type": "AccountContactRole"}, "AccountId": "001D000000IRFmaIAH", "ContactId": "003D000000QOpfB", "Role": "Executive Sponsor", "Id": "02ZD0002", "SystemModstamp": "2026-01-02T00:00:00.000+0000"}
     ]);
     (accounts, contacts, roles)
 }
@@ -1004,14 +1068,22 @@ async fn salesforce_refreshes_its_session_and_reads_accounts_with_soql_and_one_c
     let q = queries[1].query("q").unwrap();
     assert!(q.starts_with("SELECT+Id%2C+SystemModstamp%2C+"), "{q}");
     assert!(q.ends_with("+FROM+Account+WHERE+SystemModstamp+%3E%3D+2026-01-01T00%3A00%3A00Z+ORDER+BY+SystemModstamp+ASC"), "{q}");
-    let task_q = queries[2].query("q").unwrap();
-    assert!(task_q.contains("+FROM+Task+WHERE+SystemModstamp+%3E%3D+2026-01-01T00%3A00%3A00Z+ORDER+BY+SystemModstamp+ASC"), "{task_q}");
+    // Tasks and contact roles are read by SystemModstamp too; the
+    // accounts' second batch follows nextRecordsUrl.
+    let texts: Vec<String> = queries.iter().filter_map(|q| q.query("q")).collect();
+    for object in ["Task", "AccountContactRole"] {
+        let tail = format!(
+            "+FROM+{object}+WHERE+SystemModstamp+%3E%3D+2026-01-01T00%3A00%3A00Z+ORDER+BY+SystemModstamp+ASC"
+        );
+        assert!(
+            texts.iter().any(|q| q.ends_with(&tail)),
+            "{object}: {texts:?}"
+        );
+    }
     assert!(
-        queries[3]
-            .path()
-            .starts_with("/services/data/v66.0/query/01gRO"),
-        "{:?}",
-        queries[3]
+        queries
+            .iter()
+            .any(|q| q.path().starts_with("/services/data/v66.0/query/01gRO"))
     );
     let composite = mock.seen("/services/data/v66.0/composite");
     assert_eq!(composite.len(), 2, "one composite call per page");

@@ -576,12 +576,25 @@ pub mod salesforce {
         if soql.contains("FROM Contact ") {
             return of_accounts("contacts");
         }
-        if soql.contains("FROM AccountContactRole ") {
+        if soql.contains("FROM AccountContactRole WHERE AccountId IN") {
             return of_accounts("roles");
+        }
+        if soql.contains("FROM Account WHERE Id IN") {
+            let ids = ids_in();
+            let recs: Vec<Value> = d["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| ids.contains(&a["Id"].as_str().unwrap().to_string()))
+                .cloned()
+                .collect();
+            return json!({"totalSize": recs.len(), "done": true, "records": recs});
         }
         assert!(soql.starts_with("SELECT Id, SystemModstamp, "), "{soql}");
         let table = if soql.contains(" FROM Task ") {
             "tasks_read"
+        } else if soql.contains(" FROM AccountContactRole ") {
+            "roles"
         } else {
             "accounts"
         };
@@ -656,10 +669,10 @@ pub mod salesforce {
                 let mut parts = p.rsplit('-');
                 let offset: usize = parts.next().unwrap().parse().unwrap();
                 let since: i64 = parts.next().unwrap().parse().unwrap();
-                let object = if parts.next() == Some("tasks_read") {
-                    "Task"
-                } else {
-                    "Account"
+                let object = match parts.next() {
+                    Some("tasks_read") => "Task",
+                    Some("roles") => "AccountContactRole",
+                    _ => "Account",
                 };
                 let since = jiff::Timestamp::from_second(since)
                     .unwrap()

@@ -463,7 +463,7 @@ impl Salesforce {
         let cursor = &input["cursor"];
         // Within a round (until `more` is false), a part that is caught up
         // waits for the other instead of re-reading its overlap window.
-        let new_round = ["accounts", "tasks"]
+        let new_round = ["accounts", "tasks", "roles"]
             .iter()
             .all(|p| cursor[p]["caught_up"] != false);
         let waits = |part: &str| !new_round && cursor[part]["caught_up"] == true;
@@ -479,6 +479,39 @@ impl Salesforce {
         } else {
             self.query_page("Account", &fields, &cursor["accounts"], first)?
         };
+        // A contact role that changed leaves its account's SystemModstamp
+        // alone: such accounts are read again, so a new champion is seen.
+        let (roles, roles_next, more_roles) = if waits("roles") {
+            (vec![], cursor["roles"].clone(), false)
+        } else {
+            self.query_page(
+                "AccountContactRole",
+                &["Id", "SystemModstamp", "AccountId"],
+                &cursor["roles"],
+                first,
+            )?
+        };
+        let mut records = records;
+        let mut again: Vec<String> = roles
+            .iter()
+            .filter_map(|r| r["AccountId"].as_str().map(str::to_string))
+            .filter(|id| !records.iter().any(|a| a["Id"] == id.as_str()))
+            .collect();
+        again.sort();
+        again.dedup();
+        if !again.is_empty() {
+            let list = again
+                .iter()
+                .map(|i| soql_string(i))
+                .collect::<Vec<_>>()
+                .join(",");
+            let path = self.query_path(&format!(
+                "SELECT {} FROM Account WHERE Id IN ({list})",
+                fields.join(", ")
+            ));
+            let page = self.send("GET", &path, None, "account query")?.json()?;
+            records.extend(page["records"].as_array().cloned().unwrap_or_default());
+        }
         let ids: Vec<String> = records
             .iter()
             .filter_map(|r| r["Id"].as_str().map(str::to_string))
@@ -520,8 +553,8 @@ impl Salesforce {
         Ok(json!({
             "accounts": accounts,
             "events": events,
-            "cursor": {"accounts": accounts_next, "tasks": tasks_next},
-            "more": more_accounts || more_tasks,
+            "cursor": {"accounts": accounts_next, "tasks": tasks_next, "roles": roles_next},
+            "more": more_accounts || more_tasks || more_roles,
         }))
     }
 
