@@ -76,9 +76,30 @@ impl Connectors {
             "now": now.to_string(),
         })
     }
+}
 
-    /// Delivers one claimed row; `due` is when it was due (for giving up).
-    pub async fn deliver<S: Store>(
+/// Delivers one claimed connector row with the worker's connectors (none:
+/// the row waits, retried); `due` is when it was due (for giving up).
+pub async fn deliver<S: Store>(
+    worker: &Worker,
+    store: &S,
+    claim: &Claimed,
+    now: Timestamp,
+    due: Timestamp,
+) -> Result<Outcome> {
+    let none = Connectors {
+        host: Default::default(),
+    };
+    worker
+        .connectors
+        .as_ref()
+        .unwrap_or(&none)
+        .deliver(worker, store, claim, now, due)
+        .await
+}
+
+impl Connectors {
+    async fn deliver<S: Store>(
         &self,
         worker: &Worker,
         store: &S,

@@ -112,13 +112,7 @@ impl Worker {
             });
         }
         if claim.kind == "connector" {
-            let connectors =
-                self.connectors
-                    .clone()
-                    .unwrap_or_else(|| super::connector::Connectors {
-                        host: Default::default(),
-                    });
-            return connectors.deliver(self, store, claim, now, due).await;
+            return super::connector::deliver(self, store, claim, now, due).await;
         }
         let result = if claim.kind == "email" {
             if let Some(reason) = self.consent(store, claim, now).await? {
