@@ -94,7 +94,7 @@ async fn hook<S: Store + 'static>(
             format!("connector `{name}`: {reason}"),
         );
     }
-    let events = match crate::source::connector::parse_events(reply.get("events")) {
+    let mut events = match crate::source::connector::parse_events(reply.get("events")) {
         Ok(e) => e,
         Err(reason) => {
             return problem(
@@ -103,6 +103,21 @@ async fn hook<S: Store + 'static>(
             );
         }
     };
+    // Accounts the connector read again: stored as a poll's would be
+    // (admitted, or `account.updated` and role changes), never silently.
+    let accounts = reply
+        .get("accounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !accounts.is_empty() {
+        match crate::source::connector::store_accounts(&name, &st.runner, accounts, false, now)
+            .await
+        {
+            Ok((_, derived)) => events.extend(derived),
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
     match st.runner.store.ingest(&events, now).await {
         Ok(n) => {
             if n.accepted > 0 {

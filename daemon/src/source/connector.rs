@@ -140,7 +140,7 @@ pub fn parse_events(v: Option<&Value>) -> Result<Vec<Event>, String> {
 /// changed become `account.updated` events whose id is the source, the
 /// account and a digest of the data, so the same change read twice is
 /// one event; an account re-read unchanged (the overlap window) is skipped. Returns the accounts admitted and the events.
-async fn store_accounts<S: Store>(
+pub(crate) async fn store_accounts<S: Store>(
     source: &str,
     runner: &Runner<S>,
     accounts: Vec<Value>,

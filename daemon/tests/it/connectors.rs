@@ -914,6 +914,91 @@ mod sources {
         );
     }
 
+    /// HubSpot: a contact's new label leaves the company's
+    /// `hs_lastmodifieddate` alone; HubSpot's `company.associationChange`
+    /// webhook makes the daemon read the company again, and the new
+    /// champion is one event.
+    #[tokio::test]
+    async fn a_hubspot_association_change_webhook_brings_the_new_champion() {
+        let (companies, contacts, associations) = super::hubspot_data();
+        let hubspot = vendors::hubspot::start(companies, contacts, associations).await;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("playbooks")).unwrap();
+        std::fs::create_dir_all(d.join("templates")).unwrap();
+        std::fs::write(
+            d.join("touchpilot.yaml"),
+            format!(
+                "playbooks: playbooks\ntemplates: templates\nconnectors:\n  hubspot: {{ library: {}, config: {} }}\n",
+                library("touchpilot_hubspot").display(),
+                super::hubspot_config(&hubspot.base)
+            ),
+        )
+        .unwrap();
+        let (config, _) = touchpilot::config::load(&d.join("touchpilot.yaml"), &|_| None).unwrap();
+        let config = Arc::new(config);
+        let engine = Engine::new(config.clone(), Arc::new(|a: &str| a.to_string()));
+        let store = SqliteStore::open(&format!("sqlite:{}", d.join("t.db").display()))
+            .await
+            .unwrap();
+        let runner = Arc::new(Runner::new(store, engine));
+        let connectors = Connectors::load(&config.connectors).await;
+        let source = connectors.host.get("hubspot").unwrap().clone();
+        poll(&source, &runner, t("2026-03-02T08:00:00Z"))
+            .await
+            .unwrap();
+        let seen = runner.store.pending_events(10).await.unwrap();
+        runner
+            .store
+            .set_aside(&seen.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .await
+            .unwrap();
+
+        hubspot.data.lock().unwrap()["associations"]["500123"] =
+            json!([[9001, "Billing contact"], [9002, "Champion"]]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = touchpilot::api::vendor_hooks::router(Arc::new(
+            touchpilot::api::vendor_hooks::HooksState {
+                connectors: connectors.clone(),
+                runner: runner.clone(),
+                wake: Default::default(),
+                public_url: base.clone(),
+            },
+        ));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let body = r#"[{"eventId":501,"subscriptionId":9,"portalId":62515,"appId":1,"occurredAt":1772445600000,"subscriptionType":"company.associationChange","attemptNumber":0,"changeSource":"USER","associationType":"COMPANY_TO_CONTACT","fromObjectId":500123,"toObjectId":9002,"associationRemoved":false,"isPrimaryAssociation":false}]"#;
+        let ts = jiff::Timestamp::now().as_millisecond().to_string();
+        let uri = format!("{base}/hooks/hubspot");
+        let resp = reqwest::Client::new()
+            .post(&uri)
+            .header(
+                "X-HubSpot-Signature-v3",
+                super::hubspot_signature(&uri, body, &ts),
+            )
+            .header("X-HubSpot-Request-Timestamp", &ts)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let pending = runner.store.pending_events(10).await.unwrap();
+        let kinds: Vec<&str> = pending.iter().map(|e| e.event.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "company.association_changed",
+                "account.updated",
+                "champion.changed",
+                "sponsor.changed"
+            ]
+        );
+        assert_eq!(
+            pending[2].event.data,
+            json!({"from": "ann@acme.example", "to": "cy@acme.example"})
+        );
+    }
+
     /// Salesforce: a contact role changes without touching the Account's
     /// SystemModstamp; the role's own SystemModstamp brings the account
     /// back, and the new champion is one event.

@@ -424,6 +424,21 @@ pub mod hubspot {
                     .collect();
                 ok(200, json!({"results": results}))
             }
+            ("GET", p) if p.starts_with("/crm/v3/objects/companies/") => {
+                let id = p.rsplit('/').next().unwrap();
+                match d["companies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["id"] == id)
+                {
+                    Some(c) => ok(200, c.clone()),
+                    None => ok(
+                        404,
+                        json!({"status": "error", "message": "Object not found", "category": "OBJECT_NOT_FOUND"}),
+                    ),
+                }
+            }
             ("POST", "/crm/v3/objects/contacts/batch/read") => {
                 let results: Vec<Value> = body["inputs"]
                     .as_array()

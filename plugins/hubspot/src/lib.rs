@@ -16,6 +16,9 @@
 //!   `refresh_token`) refreshed from `expires_in` and once on a 401.
 //! - Webhook: HubSpot's v3 signature (`base64(HMAC-SHA256(method + uri +
 //!   body + timestamp))` with the app secret, refused after five minutes).
+//!   Company events are events, and the company is read again as an
+//!   account (a contact's new label does not move `hs_lastmodifieddate`,
+//!   so `company.associationChange` is how a new champion arrives).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -701,12 +704,26 @@ impl HubSpot {
             Error::fatal(format!("webhook body is not a JSON array of events: {e}"))
         })?;
         let mut events = Vec::new();
+        let mut reread: Vec<String> = Vec::new();
         for item in items {
             let kind = item["subscriptionType"].as_str().unwrap_or("");
             // Only company events name an account without another lookup.
             let Some(rest) = kind.strip_prefix("company.") else {
                 continue;
             };
+            // A company that changed (a property, or a contact's label:
+            // which leaves `hs_lastmodifieddate` alone) is read again, so
+            // its account and contact roles are current.
+            let company = match rest {
+                "associationChange" => &item["fromObjectId"],
+                "deletion" => &Value::Null,
+                _ => &item["objectId"],
+            };
+            if let Some(id) = id_text(company)
+                && !reread.contains(&id)
+            {
+                reread.push(id);
+            }
             let occurred = item["occurredAt"].as_i64().unwrap_or(now_ms);
             let at = jiff::Timestamp::from_millisecond(occurred)
                 .map_err(|e| Error::fatal(e.to_string()))?;
@@ -718,7 +735,44 @@ impl HubSpot {
                 "data": {"property": item["propertyName"], "value": item["propertyValue"], "source": item["changeSource"]},
             }));
         }
-        Ok(json!({"events": events}))
+        let now = now_ms / 1000;
+        let mut accounts = Vec::new();
+        for id in reread {
+            accounts.push(self.company_account(&id, now)?);
+        }
+        Ok(json!({"events": events, "accounts": accounts}))
+    }
+
+    /// A company read now, as an account with its contacts.
+    fn company_account(&self, id: &str, now: i64) -> Result<Value, Error> {
+        let properties: Vec<&str> = self
+            .mapping
+            .iter()
+            .filter_map(|(_, from)| from.strip_prefix("properties."))
+            .map(|p| p.split('.').next().unwrap_or(p))
+            .collect();
+        let url = format!(
+            "{}/crm/v3/objects/companies/{id}?properties={}",
+            self.base,
+            properties.join(",")
+        );
+        let company = self
+            .send(HttpRequest::new("GET", url), now, "read company")?
+            .json()?;
+        let mut account = Map::new();
+        account.insert("id".into(), json!(id));
+        mapping::apply(&self.mapping, &company, &mut account);
+        account.insert("contacts".into(), Value::Array(self.contacts(id, now)?));
+        Ok(Value::Object(numbers(account)))
+    }
+}
+
+/// An object id as text (HubSpot sends numbers in webhooks).
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -728,6 +782,7 @@ fn snake(s: &str) -> String {
         "creation" => "created".into(),
         "deletion" => "deleted".into(),
         "propertyChange" => "property_changed".into(),
+        "associationChange" => "association_changed".into(),
         "merge" => "merged".into(),
         "restore" => "restored".into(),
         other => other.to_lowercase(),
