@@ -16,8 +16,8 @@ use super::webhook::Webhooks;
 use crate::config::{Cap, Delivery};
 use crate::store::{Claimed, Outcome, Result, Store};
 
-/// The kinds this worker delivers; connector rows wait for the plugin host.
-pub const KINDS: &[&str] = &["email", "webhook"];
+/// The kinds this worker delivers.
+pub const KINDS: &[&str] = &["email", "webhook", "connector"];
 
 pub struct Worker {
     pub mailer: Mailer,
@@ -25,6 +25,9 @@ pub struct Worker {
     pub cap: Option<Cap>,
     /// Grace, retries, lease, concurrency.
     pub delivery: Delivery,
+    /// Connector plugins (`deliver::connector`); without them, connector
+    /// rows are retried until the daemon runs with its plugins.
+    pub connectors: Option<super::connector::Connectors>,
 }
 
 /// How a batch went.
@@ -57,6 +60,7 @@ impl Worker {
             webhooks,
             cap,
             delivery,
+            connectors: None,
         }
     }
 
@@ -193,6 +197,9 @@ impl Worker {
                 ),
             });
         }
+        if claim.kind == "connector" {
+            return super::connector::deliver(self, store, claim, now, due).await;
+        }
         let result = if claim.kind == "email" {
             if let Some(reason) = self.consent(store, claim, now, sent_here).await? {
                 return Ok(Outcome::Suppressed {
@@ -280,7 +287,7 @@ impl Worker {
 
     /// Exponential from `first_retry`, capped at `max_retry`, with ±20% jitter
     /// so that retries of one outage do not arrive together.
-    fn backoff(&self, attempts: i64) -> SignedDuration {
+    pub(super) fn backoff(&self, attempts: i64) -> SignedDuration {
         let exp = attempts.clamp(1, 30) - 1;
         let base = self.delivery.first_retry.as_secs_f64() * 2f64.powi(exp as i32);
         let capped = base.min(self.delivery.max_retry.as_secs_f64());
