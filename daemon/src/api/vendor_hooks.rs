@@ -88,7 +88,7 @@ async fn hook<S: Store + 'static>(
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
     };
     if let Some(reason) = reply.get("rejected").and_then(Value::as_str) {
-        eprintln!("touchpilot: warning: webhook for connector `{name}` refused: {reason}");
+        tracing::warn!(connector = %name, %reason, "vendor webhook refused");
         return problem(
             StatusCode::UNAUTHORIZED,
             format!("connector `{name}`: {reason}"),

@@ -45,14 +45,16 @@ impl Connectors {
             .unwrap_or_default();
         for (name, loaded) in &host.plugins {
             match loaded {
-                Ok(p) => eprintln!(
-                    "touchpilot: connector `{name}`: {} {} from {}",
-                    p.plugin_name,
-                    p.version,
-                    p.library.display()
+                Ok(p) => tracing::info!(
+                    connector = %name,
+                    plugin = %p.plugin_name,
+                    version = %p.version,
+                    library = %p.library.display(),
+                    "connector loaded"
                 ),
-                Err(e) => eprintln!(
-                    "touchpilot: error: {e}; its actions wait in the outbox until it loads"
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "connector not loaded; its actions wait in the outbox until it loads"
                 ),
             }
         }

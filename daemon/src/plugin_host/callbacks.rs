@@ -169,17 +169,14 @@ unsafe extern "C" fn log(c: *const c_void, level: u32, message: Slice) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in `http`.
         let (c, bytes) = unsafe { (ctx(c), message.as_bytes()) };
-        let level = match level {
-            0 => "error",
-            1 => "warning",
-            2 => "info",
-            _ => "debug",
-        };
-        eprintln!(
-            "touchpilot: {level}: connector `{}`: {}",
-            c.name,
-            String::from_utf8_lossy(bytes)
-        );
+        let message = String::from_utf8_lossy(bytes);
+        let connector = c.name.as_str();
+        match level {
+            0 => tracing::error!(connector, %message, "plugin"),
+            1 => tracing::warn!(connector, %message, "plugin"),
+            2 => tracing::info!(connector, %message, "plugin"),
+            _ => tracing::debug!(connector, %message, "plugin"),
+        }
     }));
 }
 

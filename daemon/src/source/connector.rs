@@ -264,7 +264,7 @@ pub async fn poll_loop<S: Store + 'static>(
                     }
                 }
                 Err(e) => {
-                    eprintln!("touchpilot: error: source: {e}");
+                    tracing::error!(error = %e, "connector source");
                     if let SourceError::Plugin(pe) = &e
                         && let Some(after) = pe.retry_after()
                     {
