@@ -13,6 +13,8 @@ pub mod deliver;
 pub mod engine;
 pub mod evaluate;
 pub mod model;
+pub mod ops;
+pub mod plugin_host;
 pub mod render;
 pub mod runner;
 pub mod schedule;

@@ -13,7 +13,10 @@ use super::diag::{Diagnostic, Pos, suggestion};
 use super::duration::{self, Duration};
 use super::playbook::{ActionSpec, EventMatchSpec, MomentSpec, PlaybookSpec, TriggerSpec};
 use super::spanned::{Scalar, Sp};
-use super::{Cap, Config, Connector, Email, FileSources, Http, Loaded, Webhook, parse, resolve};
+use super::{
+    Cap, Config, Connector, Delivery, Email, FileSources, Http, Inbound, Loaded, Log, Webhook,
+    parse, resolve,
+};
 use crate::evaluate::cel::Cond;
 use crate::model::playbook::{
     Action, Drop, EventMatch, Milestone, Moment, Onboarding, PhaseFilter, Playbook, Recipients,
@@ -177,7 +180,28 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             Some(v) => interpolate_json(v.get(), v.pos(), env, &mut sink),
             None => serde_json::Value::Object(Default::default()),
         };
-        connectors.insert(name.clone(), Connector { library, config });
+        let mut limits = crate::plugin_host::Limits::default();
+        for (field, value) in [
+            (&mut limits.http_timeout, &c.http_timeout_ms),
+            (&mut limits.call_timeout, &c.call_timeout_ms),
+        ] {
+            match value {
+                Some(ms) if *ms.get() == 0 => {
+                    sink.error(ms.pos(), "a timeout must be at least 1 ms")
+                }
+                Some(ms) => *field = std::time::Duration::from_millis(*ms.get()),
+                None => {}
+            }
+        }
+        connectors.insert(
+            name.clone(),
+            Connector {
+                library,
+                config,
+                limits,
+                at: c.library.pos(),
+            },
+        );
     }
     let cap = spec
         .limits
@@ -196,6 +220,75 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
                 per,
             })
         });
+
+    let mut inbound = BTreeMap::new();
+    for (name, i) in &spec.inbound {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !ok {
+            sink.error(
+                i.account.pos(),
+                format!("inbound name `{name}` must be letters, digits, `-` or `_` (it is a URL path segment)"),
+            );
+        }
+        inbound.insert(
+            name.clone(),
+            Inbound {
+                account: i.account.get().clone(),
+                kind: i
+                    .kind
+                    .as_ref()
+                    .map_or("type".to_string(), |k| k.get().clone()),
+                id: i.id.as_ref().map(|v| v.get().clone()),
+                at: i.at.as_ref().map(|v| v.get().clone()),
+            },
+        );
+    }
+    let mut delivery = Delivery::default();
+    if let Some(d) = &spec.delivery {
+        for (field, slot) in [
+            (&d.grace, &mut delivery.grace),
+            (&d.give_up_after, &mut delivery.give_up_after),
+            (&d.first_retry, &mut delivery.first_retry),
+            (&d.max_retry, &mut delivery.max_retry),
+            (&d.timeout, &mut delivery.timeout),
+            (&d.lease, &mut delivery.lease),
+            (&d.shutdown_grace, &mut delivery.shutdown_grace),
+        ] {
+            if let Some(v) = field {
+                match duration::interval(v.get()) {
+                    Ok(i) => *slot = i,
+                    Err(e) => sink.error(v.pos(), e),
+                }
+            }
+        }
+        if let Some(c) = &d.concurrency {
+            if *c.get() == 0 {
+                sink.error(c.pos(), "`concurrency` must be at least 1");
+            }
+            delivery.concurrency = (*c.get()).max(1) as usize;
+        }
+        if delivery.first_retry > delivery.max_retry
+            && let Some(v) = &d.first_retry
+        {
+            sink.error(
+                v.pos(),
+                "`first_retry` is longer than `max_retry`: retries would never grow",
+            );
+        }
+    }
+    let mut log = Log::default();
+    if let Some(l) = &spec.log {
+        if let Some(f) = &l.format {
+            match f.get().parse() {
+                Ok(v) => log.format = v,
+                Err(e) => sink.error(f.pos(), e),
+            }
+        }
+        log.level = l.level.as_ref().map(|v| v.get().clone());
+    }
 
     // Templates before playbooks: actions are checked against them.
     // A directory named by an unset `${VAR}` is reported once, as the
@@ -336,7 +429,10 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             email,
             webhooks,
             connectors,
+            inbound,
             cap,
+            delivery,
+            log,
         },
         diags,
     ))

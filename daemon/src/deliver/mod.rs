@@ -2,6 +2,7 @@
 //! frequency cap, shared by the dry run and the daemon), the senders
 //! (`email`, `webhook`) and the outbox `worker` that drives them.
 
+pub mod connector;
 pub mod email;
 pub mod webhook;
 pub mod worker;
@@ -15,6 +16,9 @@ pub enum SendError {
     Retryable(String),
     #[error("{0}")]
     Fatal(String),
+    /// The endpoint answered `410 Gone`: fatal, and nothing more goes to it.
+    #[error("{0}")]
+    Gone(String),
 }
 
 use std::collections::{HashMap, VecDeque};

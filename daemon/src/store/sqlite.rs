@@ -6,17 +6,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::{
-    Claimed, Ingested, Loaded, OutboxState, Outcome, Result, Step, Store, StoreError, StoredEvent,
+    Claimed, DisabledEndpoint, Ingested, Listed, Loaded, OutboxRow, OutboxState, Outcome, Result,
+    Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
 };
 use crate::engine::AccountState;
 use crate::model::event::Event;
 
 /// Schema versions, applied in order, each in one transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE,
@@ -61,7 +64,25 @@ CREATE TABLE sends (
     at INTEGER NOT NULL
 );
 CREATE INDEX sends_by_address ON sends (address, at);
-"#];
+"#,
+    r#"
+CREATE TABLE trace (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX trace_by_account ON trace (account, seq);
+CREATE TABLE disabled_endpoints (
+    name TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_account ON outbox (account, at);
+CREATE INDEX outbox_by_state ON outbox (state, updated);
+"#,
+];
 
 /// Instants as integer microseconds: they order and compare in SQL.
 fn micros(t: Timestamp) -> i64 {
@@ -141,28 +162,20 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut out = Ingested {
-            accepted: 0,
-            duplicates: 0,
-        };
-        for e in events {
-            let at = e.at.unwrap_or(received);
-            let done = sqlx::query(
-                "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(e.id.as_deref())
-            .bind(&e.account)
-            .bind(&e.kind)
-            .bind(micros(at))
-            .bind(micros(received))
-            .bind(e.data.to_string())
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                out.accepted += 1;
-            } else {
-                out.duplicates += 1;
-            }
+        let out = ingest_in(&mut tx, events, received).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn ingest_many(
+        &self,
+        batches: &[Vec<Event>],
+        received: Timestamp,
+    ) -> Result<Vec<Ingested>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            out.push(ingest_in(&mut tx, b, received).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -213,55 +226,15 @@ impl Store for SqliteStore {
     }
 
     async fn commit_step(&self, step: &Step) -> Result<()> {
-        let id = step.state.id().to_string();
-        let state =
-            serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let next_due = step.next_due.map(micros);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let written = match step.expected_version {
-            Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
-                .bind(&state)
-                .bind(next_due)
-                .bind(&id)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES (?, ?, 1, ?) ON CONFLICT (id) DO NOTHING")
-                .bind(&id)
-                .bind(&state)
-                .bind(next_due)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-        };
-        if written != 1 {
-            // Dropping the transaction rolls it back: nothing is written.
-            return Err(StoreError::Conflict(id));
-        }
-        for seq in &step.applied {
-            sqlx::query("UPDATE events SET applied = 1 WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.commit_steps(std::slice::from_ref(step)).await
+    }
+
+    async fn commit_steps(&self, steps: &[Step]) -> Result<()> {
         let now = micros(Timestamp::now());
-        for o in &step.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(&o.key)
-            .bind(&o.account)
-            .bind(&o.kind)
-            .bind(o.payload.to_string())
-            .bind(micros(o.at))
-            .bind(if o.failure.is_some() { "dead" } else { "pending" })
-            .bind(micros(o.at))
-            .bind(o.failure.as_deref())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for step in steps {
+            // An error drops the transaction, which rolls it back: all or nothing.
+            step_in(&mut tx, step, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -342,58 +315,24 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
-        let (state, next, error) = match outcome {
-            Outcome::Sent => (OutboxState::Sent, None, None),
-            Outcome::Retry {
-                next_attempt,
-                error,
-            } => (
-                OutboxState::Pending,
-                Some(micros(*next_attempt)),
-                Some(error.as_str()),
-            ),
-            Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
-            Outcome::Suppressed { reason } => {
-                (OutboxState::Suppressed, None, Some(reason.as_str()))
-            }
-            Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
-            Outcome::Released => (OutboxState::Pending, None, None),
-        };
-        // A released claim was never tried: its attempt does not count.
-        let uncount = i64::from(*outcome == Outcome::Released);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = COALESCE(?, last_error),
-                 attempts = attempts - ?, lease_until = NULL, updated = ?
-             WHERE id = ? AND token = ? AND state = 'sending'
-             RETURNING kind, payload",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(error)
-        .bind(uncount)
-        .bind(micros(now))
-        .bind(id)
-        .bind(token)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        // A sent email counts toward its address's cap, in the same commit.
-        if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
-            let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
-                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
-            if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-                sqlx::query("INSERT INTO sends (address, at) VALUES (?, ?)")
-                    .bind(to.to_ascii_lowercase())
-                    .bind(micros(now))
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        let done = finish_in(&mut tx, id, token, outcome, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn finish_many(
+        &self,
+        done: &[(String, i64, Outcome)],
+        now: Timestamp,
+    ) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(done.len());
+        for (id, token, outcome) in done {
+            out.push(finish_in(&mut tx, id, *token, outcome, now).await?);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(out)
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
@@ -479,6 +418,29 @@ impl Store for SqliteStore {
         Ok(row.get::<String, _>(0).into_bytes())
     }
 
+    // Cursors live in `meta` under `cursor:NAME`: one small row per
+    // source, no table of their own.
+    async fn cursor(&self, source: &str) -> Result<Option<Value>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(format!("cursor:{source}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            serde_json::from_str(&r.get::<String, _>(0))
+                .map_err(|e| StoreError::Corrupt(format!("cursor of `{source}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {
         sqlx::query("INSERT INTO suppressions (address, source, at) VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING")
             .bind(address.to_ascii_lowercase())
@@ -505,4 +467,339 @@ impl Store for SqliteStore {
             .await?;
         Ok(row.get(0))
     }
+
+    async fn ingest_at_cursor(
+        &self,
+        events: &[Event],
+        received: Timestamp,
+        source: &str,
+        cursor: &Value,
+    ) -> Result<Ingested> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let out = ingest_in(&mut tx, events, received).await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn missing_accounts(&self, ids: &[&str]) -> Result<Vec<String>> {
+        let list = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT j.value FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = j.value)",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn account_ids(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM accounts WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn disable_endpoint(&self, name: &str, reason: &str, at: Timestamp) -> Result<()> {
+        sqlx::query("INSERT INTO disabled_endpoints (name, reason, at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(reason)
+            .bind(micros(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn enable_endpoint(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM disabled_endpoints WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
+        let rows = sqlx::query("SELECT name, reason, at FROM disabled_endpoints ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DisabledEndpoint {
+                    name: r.get("name"),
+                    reason: r.get("reason"),
+                    at: instant(r.get("at"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<Stats> {
+        let mut st = Stats::default();
+        for r in sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let n: i64 = r.get(1);
+            match OutboxState::parse(&r.get::<String, _>(0)) {
+                Some(OutboxState::Pending) => st.pending = n,
+                Some(OutboxState::Sending) => st.sending = n,
+                Some(OutboxState::Sent) => st.sent = n,
+                Some(OutboxState::Dead) => st.dead = n,
+                Some(OutboxState::Suppressed) => st.suppressed = n,
+                Some(OutboxState::Missed) => st.missed = n,
+                None => {}
+            }
+        }
+        let r = sqlx::query("SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        st.oldest_pending = r.get::<Option<i64>, _>(0).map(instant).transpose()?;
+        let r = sqlx::query(
+            "SELECT COUNT(*), COUNT(CASE WHEN next_due <= ? THEN 1 END), MIN(next_due) FROM accounts",
+        )
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        st.accounts = r.get(0);
+        st.due_accounts = r.get(1);
+        st.next_due = r.get::<Option<i64>, _>(2).map(instant).transpose()?;
+        let r = sqlx::query("SELECT COUNT(*) FROM events WHERE applied = 0")
+            .fetch_one(&self.pool)
+            .await?;
+        st.events_pending = r.get(0);
+        Ok(st)
+    }
+
+    async fn list_state(&self, state: OutboxState, limit: i64) -> Result<Vec<Listed>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{LISTED} WHERE state = ? ORDER BY updated DESC, id LIMIT ?"
+        )))
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(listed).collect()
+    }
+
+    async fn account_outbox(&self, account: &str, limit: i64) -> Result<Vec<Listed>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{LISTED} WHERE account = ? ORDER BY at, key LIMIT ?"
+        )))
+        .bind(account)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(listed).collect()
+    }
+
+    async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = ?, last_error = NULL, updated = ? WHERE id = ? AND state = 'dead'",
+        )
+        .bind(micros(now))
+        .bind(micros(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn trace(&self, account: &str, limit: i64) -> Result<Vec<TraceEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, kind, detail FROM (SELECT seq, at, kind, detail FROM trace WHERE account = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+        )
+        .bind(account)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let detail: String = r.get("detail");
+                Ok(TraceEntry {
+                    at: instant(r.get("at"))?,
+                    kind: r.get("kind"),
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|e| StoreError::Corrupt(format!("trace detail: {e}")))?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn ingest_in(
+    c: &mut SqliteConnection,
+    events: &[Event],
+    received: Timestamp,
+) -> Result<Ingested> {
+    let mut out = Ingested {
+        accepted: 0,
+        duplicates: 0,
+    };
+    for e in events {
+        let at = e.at.unwrap_or(received);
+        let done = sqlx::query(
+            "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(e.id.as_deref())
+        .bind(&e.account)
+        .bind(&e.kind)
+        .bind(micros(at))
+        .bind(micros(received))
+        .bind(e.data.to_string())
+        .execute(&mut *c)
+        .await?;
+        if done.rows_affected() == 1 {
+            out.accepted += 1;
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    Ok(out)
+}
+
+async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> {
+    let id = step.state.id().to_string();
+    let state =
+        serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let next_due = step.next_due.map(micros);
+    let written = match step.expected_version {
+        Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
+            .bind(&state)
+            .bind(next_due)
+            .bind(&id)
+            .bind(v)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+        None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES (?, ?, 1, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(&id)
+            .bind(&state)
+            .bind(next_due)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+    };
+    if written != 1 {
+        return Err(StoreError::Conflict(id));
+    }
+    for seq in &step.applied {
+        sqlx::query("UPDATE events SET applied = 1 WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *c)
+            .await?;
+    }
+    for o in &step.outbox {
+        sqlx::query(
+            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&o.key)
+        .bind(&o.account)
+        .bind(&o.kind)
+        .bind(o.payload.to_string())
+        .bind(micros(o.at))
+        .bind(if o.failure.is_some() { "dead" } else { "pending" })
+        .bind(micros(o.at))
+        .bind(o.failure.as_deref())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    for t in &step.trace {
+        sqlx::query("INSERT INTO trace (account, at, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(&id)
+            .bind(micros(t.at))
+            .bind(&t.kind)
+            .bind(t.detail.to_string())
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn finish_in(
+    c: &mut SqliteConnection,
+    id: &str,
+    token: i64,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<bool> {
+    let (state, next, error) = match outcome {
+        Outcome::Sent => (OutboxState::Sent, None, None),
+        Outcome::Retry {
+            next_attempt,
+            error,
+        } => (
+            OutboxState::Pending,
+            Some(micros(*next_attempt)),
+            Some(error.as_str()),
+        ),
+        Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
+        Outcome::Suppressed { reason } => (OutboxState::Suppressed, None, Some(reason.as_str())),
+        Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
+        Outcome::Released => (OutboxState::Pending, None, None),
+    };
+    // A released claim was never tried: its attempt does not count.
+    let uncount = i64::from(*outcome == Outcome::Released);
+    let row = sqlx::query(
+        "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = COALESCE(?, last_error),
+             attempts = attempts - ?, lease_until = NULL, updated = ?
+         WHERE id = ? AND token = ? AND state = 'sending'
+         RETURNING kind, payload",
+    )
+    .bind(state.as_str())
+    .bind(next)
+    .bind(error)
+    .bind(uncount)
+    .bind(micros(now))
+    .bind(id)
+    .bind(token)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    // A sent email counts toward its address's cap, in the same commit.
+    if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
+        let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
+            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+        if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
+            sqlx::query("INSERT INTO sends (address, at) VALUES (?, ?)")
+                .bind(to.to_ascii_lowercase())
+                .bind(micros(now))
+                .execute(&mut *c)
+                .await?;
+        }
+    }
+    Ok(true)
+}
+
+const LISTED: &str =
+    "SELECT id, key, account, kind, payload, at, state, attempts, last_error, updated FROM outbox";
+
+fn listed(r: &sqlx::sqlite::SqliteRow) -> Result<Listed> {
+    let payload: String = r.get("payload");
+    let state: String = r.get("state");
+    Ok(Listed {
+        id: r.get("id"),
+        updated: instant(r.get("updated"))?,
+        row: OutboxRow {
+            key: r.get("key"),
+            account: r.get("account"),
+            kind: r.get("kind"),
+            payload: serde_json::from_str(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+            at: instant(r.get("at"))?,
+            state: OutboxState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
+            attempts: r.get("attempts"),
+            last_error: r.get("last_error"),
+        },
+    })
 }

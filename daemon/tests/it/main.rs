@@ -2,8 +2,12 @@
 
 mod agree;
 mod cli;
+mod connectors;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod plugins;
+mod process;
 mod smtp;
 mod support;
+mod vendors;
