@@ -9,7 +9,7 @@ burst of deliveries from its first to its last delivery.
   deliveries.py watch receiver|sink LOG      # polls every 0.2 s until killed, appends "t count"
   deliveries.py bursts LOG                   # one JSON line per burst
 
-A burst ends when the counter stands still for 2 s or is reset (receiver
+A burst ends when the counter stands still for 3.5 s or is reset (receiver
 /reset between points); run_pair.sh's warm-up, c16 and c64 points are then
 the last three bursts.
 """
@@ -17,6 +17,8 @@ import json
 import sys
 import time
 import urllib.request
+
+GAP = 3.5  # s without a delivery that end a burst
 
 
 def read(counter: str) -> int:
@@ -53,7 +55,7 @@ def bursts(log: str) -> None:
                 runs.append(cur)
             continue
         if c > prev[1]:
-            if cur is None or t - cur["t1"] > 2.0:
+            if cur is None or t - cur["t1"] > GAP:
                 cur = {"t0": prev[0], "t1": t, "c0": prev[1], "c1": c}
                 runs.append(cur)
             else:

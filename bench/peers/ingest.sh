@@ -37,7 +37,7 @@ A1=$(accepted)
 RPS=$(awk '/Requests\/sec:/{print $2}' "$OUT")
 P99=$(awk '/^ +99%/{print $2}' "$OUT")
 NON2XX=$(awk -F: '/Non-2xx/{gsub(/ /,"",$2);print $2}' "$OUT"); NON2XX=${NON2XX:-0}
-python3 - "$LABEL" "$BATCH" "$CONC" "$DUR" "$RPS" "$P99" "$NON2XX" "$A0" "$A1" "$(cat "$OUT.cpu")" <<'EOF' | tee "$OUT.summary"
+python3 - "$LABEL" "$BATCH" "$CONC" "$DUR" "$RPS" "$P99" "$NON2XX" "$A0" "$A1" "$(cat "$OUT.cpu")" <<'EOF' | tee "$OUT.result"
 import json, sys
 label, batch, conc, dur, rps, p99, non2xx, a0, a1, cpu = sys.argv[1:]
 cpu = json.loads(cpu)

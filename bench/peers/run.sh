@@ -8,7 +8,11 @@
 # Env: SHARED (the shared scripts, default /work/shared/bench/peers),
 #      RESULTS (default /tmp/peers/results/run-TIMESTAMP), DUR (s per point, 25),
 #      QUIET_MAX (s to wait for a quiet machine before each point, 60),
-#      RATE (events/s of the latency point, 1000).
+#      RATE (events/s of the latency point, 1000),
+#      TP_API (inbound: the shared body to POST /v1/inbound/tickets, default;
+#              events: for a daemon without the mapped endpoint, the same fields
+#              as the `data` of a Touchpilot event to POST /v1/events, with a
+#              copy of the shared scripts whose post.lua sends that body).
 #
 # What it runs, in this order (each Touchpilot point on a fresh store):
 #   1. ingest alone: NDJSON batches of 1,000 events to /v1/events (ingest.sh);
@@ -34,6 +38,7 @@ DUR=${DUR:-25}
 RATE=${RATE:-1000}
 TP=$REPO/target/release/touchpilot
 export TP_BENCH_DIR=${TP_BENCH_DIR:-/tmp/tp-bench}
+TP_API=${TP_API:-inbound}
 mkdir -p "$RESULTS" "$TP_BENCH_DIR"
 [ -x /tmp/peers/venv/bin/python ] || { echo "run $SHARED/setup.sh first" >&2; exit 2; }
 
@@ -42,12 +47,26 @@ cleanup() { for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 nice -n 10 cargo build --release -q -p touchpilot
-echo "touchpilot $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'), $(nproc) cores, results in $RESULTS"
+echo "touchpilot $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty'), events by $TP_API, $(nproc) cores, results in $RESULTS"
+
+CONFIGS=$HERE TP_URL=http://127.0.0.1:8088/v1/inbound/tickets TP_SHARED=$SHARED
+if [ "$TP_API" = events ]; then
+  CONFIGS=$TP_BENCH_DIR/configs TP_URL=http://127.0.0.1:8088/v1/events TP_SHARED=$TP_BENCH_DIR/shared
+  rm -rf "$CONFIGS" "$TP_SHARED"; mkdir -p "$CONFIGS"
+  cp -r "$HERE/webhook" "$HERE/email" "$HERE/accounts.jsonl" "$CONFIGS/"
+  sed -i '/^inbound:/,+1d' "$CONFIGS"/*/touchpilot.yaml
+  cp -r "$SHARED" "$TP_SHARED"
+  cat > "$TP_SHARED/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body   = '{"account":"acc-123","type":"ticket.created","data":{"account_id":"acc-123","type":"ticket.created","severity":"high","email":"a@example.com","name":"Ann"}}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+fi
 
 TP_PID=
 start_tp() { # CONFIG_DIR LABEL
   rm -f "$TP_BENCH_DIR"/*.db "$TP_BENCH_DIR"/*.db-wal "$TP_BENCH_DIR"/*.db-shm
-  nohup "$TP" run --config "$HERE/$1/touchpilot.yaml" > "$RESULTS/$2.log" 2>&1 &
+  nohup "$TP" run --config "$CONFIGS/$1/touchpilot.yaml" > "$RESULTS/$2.log" 2>&1 &
   TP_PID=$!; STARTED+=("$TP_PID")
   for _ in $(seq 100); do
     curl -sf http://127.0.0.1:8088/ready >/dev/null && return 0
@@ -78,7 +97,7 @@ stop_tp
 start_tp webhook touchpilot-latency
 $PY "$SHARED/sample.py" "$TP_PID" 35 0.5 > "$RESULTS/touchpilot-latency.cpu" &
 SPID=$!
-$PY "$HERE/latency.py" http://127.0.0.1:8088/v1/inbound/tickets "$RATE" 30 5 9100 64 | tee "$RESULTS/latency.json"
+$PY "$HERE/latency.py" "$TP_URL" "$RATE" 30 5 9100 64 | tee "$RESULTS/latency.json"
 wait "$SPID" || true
 echo "touchpilot-latency peer_tree=$(cat "$RESULTS/touchpilot-latency.cpu")" | tee -a "$RESULTS/latency.txt"
 stop_tp
@@ -92,14 +111,14 @@ sleep 2
 # 4. Touchpilot: A then B, each on a fresh store
 start_tp webhook touchpilot-webhook
 watch_start receiver touchpilot-webhook
-./run_pair.sh touchpilot-webhook http://127.0.0.1:8088/v1/inbound/tickets "$TP_PID" "$DUR"
+"$TP_SHARED/run_pair.sh" touchpilot-webhook "$TP_URL" "$TP_PID" "$DUR"
 watch_stop touchpilot-webhook
 stop_tp
 
 start_tp email touchpilot-email
 watch_start sink touchpilot-email
 smtp_conns > "$RESULTS/touchpilot-email.smtp-conns" & CPID=$!; STARTED+=("$CPID")
-COUNTER=sink ./run_pair.sh touchpilot-email http://127.0.0.1:8088/v1/inbound/tickets "$TP_PID" "$DUR"
+COUNTER=sink "$TP_SHARED/run_pair.sh" touchpilot-email "$TP_URL" "$TP_PID" "$DUR"
 kill "$CPID"
 watch_stop touchpilot-email
 stop_tp
