@@ -105,36 +105,48 @@ impl Worker {
             }
         }
         let gone = std::sync::Mutex::new(BTreeMap::<String, String>::new());
-        let results: Vec<Result<Vec<(Claimed, Outcome)>>> = futures_util::stream::iter(chains)
-            .map(|chain| {
-                let (disabled, gone) = (&disabled, &gone);
-                async move {
-                    let mut out = Vec::with_capacity(chain.len());
-                    let mut sent_here = 0;
-                    for claim in chain {
-                        let outcome = if stop() {
-                            Outcome::Released
-                        } else {
-                            self.outcome(store, &claim, now, sent_here, disabled, gone)
-                                .await?
-                        };
-                        if outcome == Outcome::Sent {
-                            sent_here += 1;
+        // A store error while deciding one claim hands that claim back
+        // untried (and is reported); the claims already sent still end.
+        let results: Vec<(Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>)> =
+            futures_util::stream::iter(chains)
+                .map(|chain| {
+                    let (disabled, gone) = (&disabled, &gone);
+                    async move {
+                        let mut out = Vec::with_capacity(chain.len());
+                        let mut failed = None;
+                        let mut sent_here = 0;
+                        for claim in chain {
+                            let outcome = if stop() || failed.is_some() {
+                                Outcome::Released
+                            } else {
+                                match self
+                                    .outcome(store, &claim, now, sent_here, disabled, gone)
+                                    .await
+                                {
+                                    Ok(o) => o,
+                                    Err(e) => {
+                                        failed = Some(e);
+                                        Outcome::Released
+                                    }
+                                }
+                            };
+                            if outcome == Outcome::Sent {
+                                sent_here += 1;
+                            }
+                            out.push((claim, outcome));
                         }
-                        out.push((claim, outcome));
+                        (out, failed)
                     }
-                    Ok(out)
-                }
-            })
-            .buffer_unordered(self.delivery.concurrency.max(1))
-            .collect()
-            .await;
+                })
+                .buffer_unordered(self.delivery.concurrency.max(1))
+                .collect()
+                .await;
         let mut ended = Vec::new();
         let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(v) => ended.extend(v),
-                Err(e) => first_error = first_error.or(Some(e)),
+        for (v, failed) in results {
+            ended.extend(v);
+            if first_error.is_none() {
+                first_error = failed;
             }
         }
         for (name, reason) in gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
