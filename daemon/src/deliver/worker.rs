@@ -30,6 +30,10 @@ pub struct Worker {
     pub connectors: Option<super::connector::Connectors>,
 }
 
+/// One chain's claims with their outcomes, and the store error that
+/// stopped it, if one did.
+type ChainResult = (Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>);
+
 /// How a batch went.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -107,40 +111,39 @@ impl Worker {
         let gone = std::sync::Mutex::new(BTreeMap::<String, String>::new());
         // A store error while deciding one claim hands that claim back
         // untried (and is reported); the claims already sent still end.
-        let results: Vec<(Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>)> =
-            futures_util::stream::iter(chains)
-                .map(|chain| {
-                    let (disabled, gone) = (&disabled, &gone);
-                    async move {
-                        let mut out = Vec::with_capacity(chain.len());
-                        let mut failed = None;
-                        let mut sent_here = 0;
-                        for claim in chain {
-                            let outcome = if stop() || failed.is_some() {
-                                Outcome::Released
-                            } else {
-                                match self
-                                    .outcome(store, &claim, now, sent_here, disabled, gone)
-                                    .await
-                                {
-                                    Ok(o) => o,
-                                    Err(e) => {
-                                        failed = Some(e);
-                                        Outcome::Released
-                                    }
+        let results: Vec<ChainResult> = futures_util::stream::iter(chains)
+            .map(|chain| {
+                let (disabled, gone) = (&disabled, &gone);
+                async move {
+                    let mut out = Vec::with_capacity(chain.len());
+                    let mut failed = None;
+                    let mut sent_here = 0;
+                    for claim in chain {
+                        let outcome = if stop() || failed.is_some() {
+                            Outcome::Released
+                        } else {
+                            match self
+                                .outcome(store, &claim, now, sent_here, disabled, gone)
+                                .await
+                            {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    failed = Some(e);
+                                    Outcome::Released
                                 }
-                            };
-                            if outcome == Outcome::Sent {
-                                sent_here += 1;
                             }
-                            out.push((claim, outcome));
+                        };
+                        if outcome == Outcome::Sent {
+                            sent_here += 1;
                         }
-                        (out, failed)
+                        out.push((claim, outcome));
                     }
-                })
-                .buffer_unordered(self.delivery.concurrency.max(1))
-                .collect()
-                .await;
+                    (out, failed)
+                }
+            })
+            .buffer_unordered(self.delivery.concurrency.max(1))
+            .collect()
+            .await;
         let mut ended = Vec::new();
         let mut first_error = None;
         for (v, failed) in results {
