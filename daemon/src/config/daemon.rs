@@ -118,7 +118,9 @@ pub struct FileSourceSpec {
 pub struct EmailSpec {
     /// The From header, such as `Acme Success <success@acme.example>`.
     pub from: Option<Sp<String>>,
-    /// `file:DIR` (.eml files, the default) or `smtp://host:port`.
+    /// `file:DIR` (.eml files, the default), `smtp://[user:pass@]host:port`
+    /// (add `?tls=required` for STARTTLS, or `?tls=opportunistic`) or
+    /// `smtps://...` (implicit TLS).
     pub transport: Option<Sp<String>>,
 }
 

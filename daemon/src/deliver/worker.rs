@@ -30,6 +30,10 @@ pub struct Worker {
     pub connectors: Option<super::connector::Connectors>,
 }
 
+/// One chain's claims with their outcomes, and the store error that
+/// stopped it, if one did.
+type ChainResult = (Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>);
+
 /// How a batch went.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -105,25 +109,36 @@ impl Worker {
             }
         }
         let gone = std::sync::Mutex::new(BTreeMap::<String, String>::new());
-        let results: Vec<Result<Vec<(Claimed, Outcome)>>> = futures_util::stream::iter(chains)
+        // A store error while deciding one claim hands that claim back
+        // untried (and is reported); the claims already sent still end.
+        let results: Vec<ChainResult> = futures_util::stream::iter(chains)
             .map(|chain| {
                 let (disabled, gone) = (&disabled, &gone);
                 async move {
                     let mut out = Vec::with_capacity(chain.len());
+                    let mut failed = None;
                     let mut sent_here = 0;
                     for claim in chain {
-                        let outcome = if stop() {
+                        let outcome = if stop() || failed.is_some() {
                             Outcome::Released
                         } else {
-                            self.outcome(store, &claim, now, sent_here, disabled, gone)
-                                .await?
+                            match self
+                                .outcome(store, &claim, now, sent_here, disabled, gone)
+                                .await
+                            {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    failed = Some(e);
+                                    Outcome::Released
+                                }
+                            }
                         };
                         if outcome == Outcome::Sent {
                             sent_here += 1;
                         }
                         out.push((claim, outcome));
                     }
-                    Ok(out)
+                    (out, failed)
                 }
             })
             .buffer_unordered(self.delivery.concurrency.max(1))
@@ -131,10 +146,10 @@ impl Worker {
             .await;
         let mut ended = Vec::new();
         let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(v) => ended.extend(v),
-                Err(e) => first_error = first_error.or(Some(e)),
+        for (v, failed) in results {
+            ended.extend(v);
+            if first_error.is_none() {
+                first_error = failed;
             }
         }
         for (name, reason) in gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
