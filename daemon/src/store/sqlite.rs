@@ -95,6 +95,12 @@ fn instant(us: i64) -> Result<Timestamp> {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One writer at a time inside the process. SQLite serialises writers
+    /// anyway, but a connection that finds the database locked sleeps in
+    /// its busy handler (1, 2, 5, ... 100 ms steps) instead of waking when
+    /// the lock is free: under load that was most of the latency. Other
+    /// processes (the ops commands) still meet the busy timeout.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
@@ -111,12 +117,16 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            writer: tokio::sync::Mutex::new(()),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<()> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             .execute(&mut *tx)
@@ -161,6 +171,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let out = ingest_in(&mut tx, events, received).await?;
         tx.commit().await?;
@@ -172,6 +183,7 @@ impl Store for SqliteStore {
         batches: &[Vec<Event>],
         received: Timestamp,
     ) -> Result<Vec<Ingested>> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
@@ -231,6 +243,7 @@ impl Store for SqliteStore {
 
     async fn commit_steps(&self, steps: &[Step]) -> Result<()> {
         let now = micros(Timestamp::now());
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for step in steps {
             // An error drops the transaction, which rolls it back: all or nothing.
@@ -265,6 +278,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>> {
         let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
@@ -315,6 +329,7 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = finish_in(&mut tx, id, token, outcome, now).await?;
         tx.commit().await?;
@@ -326,6 +341,7 @@ impl Store for SqliteStore {
         done: &[(String, i64, Outcome)],
         now: Timestamp,
     ) -> Result<Vec<bool>> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(done.len());
         for (id, token, outcome) in done {
@@ -375,6 +391,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for seq in seqs {
             sqlx::query("UPDATE events SET applied = 2 WHERE seq = ?")
@@ -404,6 +421,7 @@ impl Store for SqliteStore {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING",
@@ -433,6 +451,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
+        let _writing = self.writer.lock().await;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(format!("cursor:{source}"))
             .bind(cursor.to_string())
@@ -442,6 +461,7 @@ impl Store for SqliteStore {
     }
 
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {
+        let _writing = self.writer.lock().await;
         sqlx::query("INSERT INTO suppressions (address, source, at) VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING")
             .bind(address.to_ascii_lowercase())
             .bind(source)
@@ -475,6 +495,7 @@ impl Store for SqliteStore {
         source: &str,
         cursor: &Value,
     ) -> Result<Ingested> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let out = ingest_in(&mut tx, events, received).await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
@@ -507,6 +528,7 @@ impl Store for SqliteStore {
     }
 
     async fn disable_endpoint(&self, name: &str, reason: &str, at: Timestamp) -> Result<()> {
+        let _writing = self.writer.lock().await;
         sqlx::query("INSERT INTO disabled_endpoints (name, reason, at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(reason)
@@ -517,6 +539,7 @@ impl Store for SqliteStore {
     }
 
     async fn enable_endpoint(&self, name: &str) -> Result<bool> {
+        let _writing = self.writer.lock().await;
         let done = sqlx::query("DELETE FROM disabled_endpoints WHERE name = ?")
             .bind(name)
             .execute(&self.pool)
@@ -599,6 +622,7 @@ impl Store for SqliteStore {
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let _writing = self.writer.lock().await;
         let done = sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = ?, last_error = NULL, updated = ? WHERE id = ? AND state = 'dead'",
         )
