@@ -656,35 +656,48 @@ impl Store for SqliteStore {
     }
 }
 
+/// Events in one statement: one round trip to SQLite's thread, however
+/// many events (a statement per event was most of the cost of a batch).
 async fn ingest_in(
     c: &mut SqliteConnection,
     events: &[Event],
     received: Timestamp,
 ) -> Result<Ingested> {
-    let mut out = Ingested {
-        accepted: 0,
-        duplicates: 0,
-    };
-    for e in events {
-        let at = e.at.unwrap_or(received);
-        let done = sqlx::query(
-            "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(e.id.as_deref())
-        .bind(&e.account)
-        .bind(&e.kind)
-        .bind(micros(at))
-        .bind(micros(received))
-        .bind(e.data.to_string())
-        .execute(&mut *c)
-        .await?;
-        if done.rows_affected() == 1 {
-            out.accepted += 1;
-        } else {
-            out.duplicates += 1;
-        }
+    if events.is_empty() {
+        return Ok(Ingested {
+            accepted: 0,
+            duplicates: 0,
+        });
     }
-    Ok(out)
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e.id,
+                e.account,
+                e.kind,
+                micros(e.at.unwrap_or(received)),
+                e.data
+            ])
+        })
+        .collect();
+    // Array order is arrival order: `seq` keeps it.
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, account, type, at, received, data)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), ?2, json_extract(value, '$[4]')
+         FROM json_each(?1) WHERE true ORDER BY key
+         ON CONFLICT (id) DO NOTHING RETURNING seq",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(micros(received))
+    .fetch_all(&mut *c)
+    .await?
+    .len();
+    Ok(Ingested {
+        accepted: inserted,
+        duplicates: events.len() - inserted,
+    })
 }
 
 async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> {
@@ -712,37 +725,62 @@ async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> 
     if written != 1 {
         return Err(StoreError::Conflict(id));
     }
-    for seq in &step.applied {
-        sqlx::query("UPDATE events SET applied = 1 WHERE seq = ?")
-            .bind(seq)
+    // Applied events, outbox rows and trace entries: a statement each.
+    if !step.applied.is_empty() {
+        sqlx::query("UPDATE events SET applied = 1 WHERE seq IN (SELECT value FROM json_each(?))")
+            .bind(serde_json::to_string(&step.applied).expect("integers serialize"))
             .execute(&mut *c)
             .await?;
     }
-    for o in &step.outbox {
+    if !step.outbox.is_empty() {
+        let rows: Vec<serde_json::Value> = step
+            .outbox
+            .iter()
+            .map(|o| {
+                serde_json::json!([
+                    uuid::Uuid::now_v7().to_string(),
+                    o.key,
+                    o.account,
+                    o.kind,
+                    o.payload,
+                    micros(o.at),
+                    if o.failure.is_some() {
+                        "dead"
+                    } else {
+                        "pending"
+                    },
+                    o.failure
+                ])
+            })
+            .collect();
         sqlx::query(
-            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    json_extract(value, '$[6]'), json_extract(value, '$[5]'), json_extract(value, '$[7]'), ?2
+             FROM json_each(?1) WHERE true ORDER BY key
+             ON CONFLICT (key) DO NOTHING",
         )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&o.key)
-        .bind(&o.account)
-        .bind(&o.kind)
-        .bind(o.payload.to_string())
-        .bind(micros(o.at))
-        .bind(if o.failure.is_some() { "dead" } else { "pending" })
-        .bind(micros(o.at))
-        .bind(o.failure.as_deref())
+        .bind(serde_json::Value::Array(rows).to_string())
         .bind(now)
         .execute(&mut *c)
         .await?;
     }
-    for t in &step.trace {
-        sqlx::query("INSERT INTO trace (account, at, kind, detail) VALUES (?, ?, ?, ?)")
-            .bind(&id)
-            .bind(micros(t.at))
-            .bind(&t.kind)
-            .bind(t.detail.to_string())
-            .execute(&mut *c)
-            .await?;
+    if !step.trace.is_empty() {
+        let rows: Vec<serde_json::Value> = step
+            .trace
+            .iter()
+            .map(|t| serde_json::json!([micros(t.at), t.kind, t.detail]))
+            .collect();
+        sqlx::query(
+            "INSERT INTO trace (account, at, kind, detail)
+             SELECT ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+             FROM json_each(?1) ORDER BY key",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(&id)
+        .execute(&mut *c)
+        .await?;
     }
     Ok(())
 }
