@@ -349,6 +349,13 @@ pub trait Store: Send + Sync {
         cursor: &Value,
     ) -> impl Future<Output = Result<Ingested>> + Send;
 
+    /// Makes every write so far durable. A store may commit its own
+    /// progress (steps, claims) more cheaply; before acknowledging such a
+    /// write to someone outside (an account upsert), the caller asks this.
+    fn durable(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Of these account ids, those not stored.
     fn missing_accounts(&self, ids: &[&str]) -> impl Future<Output = Result<Vec<String>>> + Send;
 
