@@ -129,6 +129,11 @@ impl<S: Store> Runner<S> {
                     .await
                 {
                     Err(StoreError::Conflict(_)) => continue,
+                    // Another instance applied it first: nothing left to do.
+                    Err(StoreError::AlreadyApplied(_)) => {
+                        done = true;
+                        break;
+                    }
                     Err(e) => return Err(e),
                     Ok(()) => {
                         done = true;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -21,8 +21,9 @@ use crate::deliver::worker::{KINDS, Worker};
 use crate::engine::Engine;
 use crate::runner::Runner;
 use crate::source::jsonl;
-use crate::store::Store;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, Wakers};
 
 /// The longest a loop sleeps without looking again (a clock change, a
 /// row written by another process).
@@ -35,16 +36,27 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     crate::tls::init();
-    if !config.store.starts_with("sqlite:") {
-        bail!(
-            "store `{}`: only SQLite is supported by this version (PostgreSQL is coming)",
-            config.store
-        );
+    if config.store.starts_with("postgres://") || config.store.starts_with("postgresql://") {
+        let store = PgStore::open(&config.store)
+            .await
+            .with_context(|| format!("while opening the store `{}`", redact(&config.store)))?;
+        return serve(config, store, listener, shutdown).await;
     }
     let store = SqliteStore::open(&config.store)
         .await
         .with_context(|| format!("while opening the store `{}`", config.store))?;
     serve(config, store, listener, shutdown).await
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
 }
 
 /// Runs the daemon over an opened store: every store runs the same loops.
@@ -132,6 +144,21 @@ pub async fn serve<S: Store + 'static>(
         counters: counters.clone(),
     });
 
+    // Other instances sharing the store wake these loops too.
+    runner
+        .store
+        .watch(Wakers {
+            engine: wake_engine.clone(),
+            outbox: wake_worker.clone(),
+        })
+        .await
+        .context("while listening for other instances")?;
+    let maintenance = tokio::spawn(crate::maintain::maintenance_loop(
+        runner.clone(),
+        crate::maintain::DEFAULT_RETENTION,
+        config.cap.map(|c| c.per.span()).unwrap_or_default(),
+        shutdown.clone(),
+    ));
     let engine_loop = tokio::spawn(engine_loop(
         runner.clone(),
         wake_engine,
@@ -154,6 +181,7 @@ pub async fn serve<S: Store + 'static>(
         .context("while serving HTTP")?;
     engine_loop.await.context("engine loop")??;
     worker_loop.await.context("delivery loop")??;
+    maintenance.await.context("maintenance loop")??;
     eprintln!("touchpilot: stopped");
     Ok(())
 }

@@ -10,13 +10,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Claimed, Ingested, Loaded, OutboxState, Outcome, Result, Step, Store, StoreError, StoredEvent,
+    Claimed, DayCount, Ingested, Loaded, Maintained, OutboxState, Outcome, Result, Step, Store,
+    StoreError, StoredEvent,
 };
 use crate::engine::AccountState;
 use crate::model::event::Event;
 
 /// Schema versions, applied in order, each in one transaction.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE,
@@ -61,7 +63,29 @@ CREATE TABLE sends (
     at INTEGER NOT NULL
 );
 CREATE INDEX sends_by_address ON sends (address, at);
-"#];
+"#,
+    r#"
+CREATE INDEX outbox_done ON outbox (updated) WHERE state IN ('sent', 'dead', 'suppressed', 'missed');
+CREATE INDEX events_done ON events (received) WHERE applied <> 0;
+CREATE INDEX sends_by_time ON sends (at);
+CREATE TABLE outbox_daily (
+    day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, kind, state)
+);
+CREATE TABLE events_daily (
+    day INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, type)
+);
+"#,
+];
+
+/// Rows compacted per maintenance transaction.
+const COMPACT_BATCH: i64 = 10_000;
 
 /// Instants as integer microseconds: they order and compare in SQL.
 fn micros(t: Timestamp) -> i64 {
@@ -218,6 +242,18 @@ impl Store for SqliteStore {
             serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let next_due = step.next_due.map(micros);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The events first: one another writer applied makes this step
+        // stale whatever the account's version says.
+        for seq in &step.applied {
+            let marked = sqlx::query("UPDATE events SET applied = 1 WHERE seq = ? AND applied = 0")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if marked != 1 {
+                return Err(StoreError::AlreadyApplied(id));
+            }
+        }
         let written = match step.expected_version {
             Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
                 .bind(&state)
@@ -238,12 +274,6 @@ impl Store for SqliteStore {
         if written != 1 {
             // Dropping the transaction rolls it back: nothing is written.
             return Err(StoreError::Conflict(id));
-        }
-        for seq in &step.applied {
-            sqlx::query("UPDATE events SET applied = 1 WHERE seq = ?")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
         }
         let now = micros(Timestamp::now());
         for o in &step.outbox {
@@ -342,23 +372,8 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
-        let (state, next, error) = match outcome {
-            Outcome::Sent => (OutboxState::Sent, None, None),
-            Outcome::Retry {
-                next_attempt,
-                error,
-            } => (
-                OutboxState::Pending,
-                Some(micros(*next_attempt)),
-                Some(error.as_str()),
-            ),
-            Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
-            Outcome::Suppressed { reason } => {
-                (OutboxState::Suppressed, None, Some(reason.as_str()))
-            }
-            Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
-            Outcome::Released => (OutboxState::Pending, None, None),
-        };
+        let (state, next, error) = super::finish_columns(outcome);
+        let next = next.map(micros);
         // A released claim was never tried: its attempt does not count.
         let uncount = i64::from(*outcome == Outcome::Released);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -438,7 +453,7 @@ impl Store for SqliteStore {
     async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for seq in seqs {
-            sqlx::query("UPDATE events SET applied = 2 WHERE seq = ?")
+            sqlx::query("UPDATE events SET applied = 2 WHERE seq = ? AND applied = 0")
                 .bind(seq)
                 .execute(&mut *tx)
                 .await?;
@@ -504,5 +519,88 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.get(0))
+    }
+
+    async fn maintain(&self, now: Timestamp, before: Timestamp) -> Result<Maintained> {
+        // One process per SQLite file: the write lock is the maintenance lock.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rescued = sqlx::query(
+            "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
+             WHERE state = 'sending' AND lease_until <= ?1",
+        )
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // The same bounded batch is counted, then deleted, in one transaction.
+        let done = "SELECT id FROM outbox WHERE state IN ('sent', 'dead', 'suppressed', 'missed') AND updated < ?1 ORDER BY updated, id LIMIT ?2";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO outbox_daily (day, kind, state, count)
+             SELECT updated / 86400000000, kind, state, COUNT(*) FROM outbox WHERE id IN ({done})
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+             ON CONFLICT (day, kind, state) DO UPDATE SET count = count + excluded.count"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let outbox = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM outbox WHERE id IN ({done})"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let applied = "SELECT seq FROM events WHERE applied <> 0 AND received < ?1 ORDER BY received, seq LIMIT ?2";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO events_daily (day, type, count)
+             SELECT at / 86400000000, type, COUNT(*) FROM events WHERE seq IN ({applied})
+             GROUP BY 1, 2 ORDER BY 1, 2
+             ON CONFLICT (day, type) DO UPDATE SET count = count + excluded.count"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let events = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM events WHERE seq IN ({applied})"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let sends = sqlx::query(
+            "DELETE FROM sends WHERE rowid IN (SELECT rowid FROM sends WHERE at < ? LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        let full = COMPACT_BATCH as u64;
+        Ok(Maintained {
+            ran: true,
+            rescued: rescued as usize,
+            outbox_compacted: outbox as usize,
+            events_compacted: events as usize,
+            sends_pruned: sends as usize,
+            more: outbox >= full || events >= full || sends >= full,
+        })
+    }
+
+    async fn daily_counts(&self) -> Result<Vec<DayCount>> {
+        let rows = sqlx::query(
+            "SELECT 'outbox' AS what, day, kind || '/' || state AS name, count FROM outbox_daily
+             UNION ALL SELECT 'events', day, type, count FROM events_daily
+             ORDER BY what, day, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| super::day_count(r.get("what"), r.get("day"), r.get("name"), r.get("count")))
+            .collect()
     }
 }
