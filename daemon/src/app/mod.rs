@@ -129,7 +129,8 @@ pub async fn serve<S: Store + 'static>(
     let mailer = Mailer::new(&config.email.transport, &from, &base).map_err(anyhow::Error::msg)?;
     let webhooks = Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
-    let worker = Worker::new(mailer, webhooks, config.cap);
+    let mut worker = Worker::new(mailer, webhooks, config.cap);
+    worker.lease = config.delivery.lease;
 
     let counters = Arc::new(Counters::default());
     let wake_engine = Arc::new(Notify::new());
@@ -155,7 +156,7 @@ pub async fn serve<S: Store + 'static>(
         .context("while listening for other instances")?;
     let maintenance = tokio::spawn(crate::maintain::maintenance_loop(
         runner.clone(),
-        crate::maintain::DEFAULT_RETENTION,
+        config.retention,
         config.cap.map(|c| c.per.span()).unwrap_or_default(),
         shutdown.clone(),
     ));

@@ -13,7 +13,9 @@ use super::diag::{Diagnostic, Pos, suggestion};
 use super::duration::{self, Duration};
 use super::playbook::{ActionSpec, EventMatchSpec, MomentSpec, PlaybookSpec, TriggerSpec};
 use super::spanned::{Scalar, Sp};
-use super::{Cap, Config, Connector, Email, FileSources, Http, Loaded, Webhook, parse, resolve};
+use super::{
+    Cap, Config, Connector, Delivery, Email, FileSources, Http, Loaded, Webhook, parse, resolve,
+};
 use crate::evaluate::cel::Cond;
 use crate::model::playbook::{
     Action, Drop, EventMatch, Milestone, Moment, Onboarding, PhaseFilter, Playbook, Recipients,
@@ -197,6 +199,29 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             })
         });
 
+    let mut delivery = Delivery::default();
+    if let Some(d) = &spec.delivery {
+        for (field, slot) in [(&d.lease, &mut delivery.lease)] {
+            if let Some(v) = field {
+                match duration::interval(v.get()) {
+                    Ok(i) => *slot = i,
+                    Err(e) => sink.error(v.pos(), e),
+                }
+            }
+        }
+    }
+    let mut retention = crate::maintain::DEFAULT_RETENTION;
+    if let Some(v) = &spec.retention {
+        match duration::interval(v.get()) {
+            Ok(i) if i >= jiff::SignedDuration::from_hours(24) => retention = i,
+            Ok(_) => sink.error(
+                v.pos(),
+                "`retention` must be at least `1d`: history younger than a day is never compacted",
+            ),
+            Err(e) => sink.error(v.pos(), e),
+        }
+    }
+
     // Templates before playbooks: actions are checked against them.
     // A directory named by an unset `${VAR}` is reported once, as the
     // variable, not again as a missing directory.
@@ -337,6 +362,8 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             webhooks,
             connectors,
             cap,
+            delivery,
+            retention,
         },
         diags,
     ))

@@ -19,8 +19,13 @@ pub struct DaemonSpec {
     pub templates: Sp<String>,
     /// Default IANA timezone for accounts and playbooks with none. Default `UTC`.
     pub timezone: Option<Sp<String>>,
-    /// `sqlite:PATH` (default `sqlite:touchpilot.db`) or `postgres://...`.
+    /// `sqlite:PATH` (default `sqlite:touchpilot.db`) or `postgres://...`
+    /// (any number of daemons may share one PostgreSQL database).
     pub store: Option<Sp<String>>,
+    /// How long delivery records and applied events are kept in full before
+    /// they are folded into per-day counts, such as `90d` (the default).
+    /// Never shorter, in effect, than the frequency cap's window.
+    pub retention: Option<Sp<Scalar>>,
     /// The HTTP API.
     pub http: Option<HttpSpec>,
     /// Where accounts and events come from.
@@ -35,6 +40,18 @@ pub struct DaemonSpec {
     pub connectors: BTreeMap<String, ConnectorSpec>,
     /// Frequency caps.
     pub limits: Option<LimitsSpec>,
+    /// Retries, lateness and timeouts of deliveries.
+    pub delivery: Option<DeliverySpec>,
+}
+
+/// Durations here are written as a number and a unit: `500ms`, `30s`,
+/// `5m`, `1h`, `3d`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySpec {
+    /// How long a claim is held before another worker may take the row
+    /// over (a crashed worker's rows are retried after it). Default `5m`.
+    pub lease: Option<Sp<Scalar>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -147,6 +147,28 @@ impl fmt::Display for Duration {
     }
 }
 
+/// A daemon setting's interval: a whole number and a unit (`ms`, `s`, `m`,
+/// `h`, `d`), such as `30s` or `3d`. Unlike playbook durations it may be
+/// shorter than a minute (timeouts), and has no calendar meaning.
+pub fn interval(text: &str) -> Result<jiff::SignedDuration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let bad = || format!("invalid interval `{text}`: expected a number and a unit, such as `500ms`, `30s`, `5m`, `1h` or `3d`");
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms)
+        .map(jiff::SignedDuration::from_millis)
+        .ok_or_else(|| format!("interval `{text}` is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,23 @@ pub struct Config {
     pub webhooks: BTreeMap<String, Webhook>,
     pub connectors: BTreeMap<String, Connector>,
     pub cap: Option<Cap>,
+    pub delivery: Delivery,
+    /// History kept in full before compaction into per-day counts.
+    pub retention: jiff::SignedDuration,
+}
+
+/// Delivery settings (`delivery:`), with their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub lease: jiff::SignedDuration,
+}
+
+impl Default for Delivery {
+    fn default() -> Delivery {
+        Delivery {
+            lease: jiff::SignedDuration::from_mins(5),
+        }
+    }
 }
 
 impl Config {
