@@ -49,8 +49,14 @@ impl<S: Store> Runner<S> {
             self.engine
                 .admit(&mut st, now, Mode::Silent, &mut decisions);
             self.engine.restart_entry(&mut st, now);
-            self.commit(st, None, vec![], decisions, &mut progress)
-                .await?;
+            match self
+                .commit(st, None, vec![], decisions, &mut progress)
+                .await
+            {
+                // Another instance seeded it meanwhile: it is stored.
+                Err(StoreError::Conflict(_)) => continue,
+                other => other?,
+            }
         }
         Ok(progress)
     }

@@ -154,7 +154,11 @@ pub fn interval(text: &str) -> Result<jiff::SignedDuration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let bad = || format!("invalid interval `{text}`: expected a number and a unit, such as `500ms`, `30s`, `5m`, `1h` or `3d`");
+    let bad = || {
+        format!(
+            "invalid interval `{text}`: expected a number and a unit, such as `500ms`, `30s`, `5m`, `1h` or `3d`"
+        )
+    };
     let n: i64 = n.parse().map_err(|_| bad())?;
     let ms = match unit.trim() {
         "ms" => 1,

@@ -2,6 +2,7 @@
 
 mod agree;
 mod cli;
+mod cluster;
 mod daemon;
 mod deliver;
 mod fixtures;
