@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::{
     Claimed, DayCount, Ingested, Loaded, Maintained, OutboxRow, OutboxState, Outcome, Result, Step,
@@ -242,49 +242,10 @@ async fn listen(pool: PgPool, wakers: Wakers) {
 
 impl Store for PgStore {
     async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
-        let mut ids = Vec::with_capacity(events.len());
-        let mut accounts = Vec::with_capacity(events.len());
-        let mut kinds = Vec::with_capacity(events.len());
-        let mut ats = Vec::with_capacity(events.len());
-        let mut data = Vec::with_capacity(events.len());
-        for e in events {
-            ids.push(e.id.clone());
-            accounts.push(e.account.clone());
-            kinds.push(e.kind.clone());
-            ats.push(micros(e.at.unwrap_or(received)));
-            data.push(e.data.to_string());
-        }
         let mut tx = self.pool.begin().await?;
-        // One statement for the whole batch, in the order given (arrival
-        // order is `seq`); a repeated id, in the batch or before, is skipped.
-        let done = sqlx::query(
-            "INSERT INTO events (id, account, type, at, received, data)
-             SELECT id, account, type, at, $6, data
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
-                  WITH ORDINALITY AS i (id, account, type, at, data, n)
-             ORDER BY n
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&accounts)
-        .bind(&kinds)
-        .bind(&ats)
-        .bind(&data)
-        .bind(micros(received))
-        .execute(&mut *tx)
-        .await?;
-        let accepted = done.rows_affected() as usize;
-        if accepted > 0 {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(ENGINE_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let out = ingest_in(&mut tx, events, received).await?;
         tx.commit().await?;
-        Ok(Ingested {
-            accepted,
-            duplicates: events.len() - accepted,
-        })
+        Ok(out)
     }
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>> {
@@ -332,99 +293,9 @@ impl Store for PgStore {
     }
 
     async fn commit_step(&self, step: &Step) -> Result<()> {
-        let id = step.state.id().to_string();
-        let state =
-            serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let next_due = step.next_due.map(micros);
         let mut tx = self.pool.begin().await?;
-        // The events first: one another instance applied makes this step
-        // stale whatever the account's version says.
-        if !step.applied.is_empty() {
-            let marked =
-                sqlx::query("UPDATE events SET applied = 1 WHERE seq = ANY($1) AND applied = 0")
-                    .bind(&step.applied)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if marked as usize != step.applied.len() {
-                return Err(StoreError::AlreadyApplied(id));
-            }
-        }
-        let written = match step.expected_version {
-            Some(v) => sqlx::query("UPDATE accounts SET state = $1, version = version + 1, next_due = $2 WHERE id = $3 AND version = $4")
-                .bind(&state)
-                .bind(next_due)
-                .bind(&id)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES ($1, $2, 1, $3) ON CONFLICT (id) DO NOTHING")
-                .bind(&id)
-                .bind(&state)
-                .bind(next_due)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-        };
-        if written != 1 {
-            // Dropping the transaction rolls it back: nothing is written.
-            return Err(StoreError::Conflict(id));
-        }
-        if !step.outbox.is_empty() {
-            let n = step.outbox.len();
-            let (mut ids, mut keys, mut accounts, mut kinds, mut payloads) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let (mut ats, mut states, mut errors) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for o in &step.outbox {
-                ids.push(uuid::Uuid::now_v7().to_string());
-                keys.push(o.key.clone());
-                accounts.push(o.account.clone());
-                kinds.push(o.kind.clone());
-                payloads.push(o.payload.to_string());
-                ats.push(micros(o.at));
-                states.push(
-                    if o.failure.is_some() {
-                        "dead"
-                    } else {
-                        "pending"
-                    }
-                    .to_string(),
-                );
-                errors.push(o.failure.clone());
-            }
-            sqlx::query(
-                "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
-                 SELECT id, key, account, kind, payload, at, state, at, last_error, $9
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
-                      AS i (id, key, account, kind, payload, at, state, last_error)
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&ids)
-            .bind(&keys)
-            .bind(&accounts)
-            .bind(&kinds)
-            .bind(&payloads)
-            .bind(&ats)
-            .bind(&states)
-            .bind(&errors)
-            .bind(micros(Timestamp::now()))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(OUTBOX_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        // An error drops the transaction, which rolls it back: all or nothing.
+        step_in(&mut tx, step, Timestamp::now()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -509,46 +380,10 @@ impl Store for PgStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
-        let (state, next, error) = super::finish_columns(outcome);
-        let uncount = i64::from(*outcome == Outcome::Released);
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE outbox SET state = $1, next_attempt = COALESCE($2, next_attempt), last_error = COALESCE($3, last_error),
-                 attempts = attempts - $4, lease_until = NULL, updated = $5
-             WHERE id = $6 AND token = $7 AND state = 'sending'
-             RETURNING kind, payload",
-        )
-        .bind(state.as_str())
-        .bind(next.map(micros))
-        .bind(error)
-        .bind(uncount)
-        .bind(micros(now))
-        .bind(id)
-        .bind(token)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
-            let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
-                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
-            if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-                sqlx::query("INSERT INTO sends (address, at) VALUES ($1, $2)")
-                    .bind(to.to_ascii_lowercase())
-                    .bind(micros(now))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if *outcome == Outcome::Released {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(OUTBOX_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let done = finish_in(&mut tx, id, token, outcome, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(done)
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
@@ -716,10 +551,7 @@ impl Store for PgStore {
         .await?
         .rows_affected();
         if rescued > 0 {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(OUTBOX_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            notify(&mut tx, OUTBOX_CHANNEL).await?;
         }
         tx.commit().await?;
         Ok(Maintained {
@@ -756,6 +588,204 @@ impl Store for PgStore {
         }
         Ok(())
     }
+}
+
+/// Accepts a batch of events inside `c`'s transaction: one statement, in
+/// the order given (arrival order is `seq`); a repeated id, in the batch or
+/// before, is skipped.
+async fn ingest_in(
+    c: &mut PgConnection,
+    events: &[Event],
+    received: Timestamp,
+) -> Result<Ingested> {
+    let mut ids = Vec::with_capacity(events.len());
+    let mut accounts = Vec::with_capacity(events.len());
+    let mut kinds = Vec::with_capacity(events.len());
+    let mut ats = Vec::with_capacity(events.len());
+    let mut data = Vec::with_capacity(events.len());
+    for e in events {
+        ids.push(e.id.clone());
+        accounts.push(e.account.clone());
+        kinds.push(e.kind.clone());
+        ats.push(micros(e.at.unwrap_or(received)));
+        data.push(e.data.to_string());
+    }
+    let done = sqlx::query(
+        "INSERT INTO events (id, account, type, at, received, data)
+         SELECT id, account, type, at, $6, data
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+              WITH ORDINALITY AS i (id, account, type, at, data, n)
+         ORDER BY n
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&accounts)
+    .bind(&kinds)
+    .bind(&ats)
+    .bind(&data)
+    .bind(micros(received))
+    .execute(&mut *c)
+    .await?;
+    let accepted = done.rows_affected() as usize;
+    if accepted > 0 {
+        notify(c, ENGINE_CHANNEL).await?;
+    }
+    Ok(Ingested {
+        accepted,
+        duplicates: events.len() - accepted,
+    })
+}
+
+/// Wakes the other instances' loops when this transaction commits.
+async fn notify(c: &mut PgConnection, channel: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// One engine step inside `c`'s transaction; an error means the caller
+/// must roll back.
+async fn step_in(c: &mut PgConnection, step: &Step, now: Timestamp) -> Result<()> {
+    let id = step.state.id().to_string();
+    let state =
+        serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let next_due = step.next_due.map(micros);
+    // The events first: one another instance applied makes this step
+    // stale whatever the account's version says.
+    if !step.applied.is_empty() {
+        let marked =
+            sqlx::query("UPDATE events SET applied = 1 WHERE seq = ANY($1) AND applied = 0")
+                .bind(&step.applied)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+        if marked as usize != step.applied.len() {
+            return Err(StoreError::AlreadyApplied(id));
+        }
+    }
+    let written = match step.expected_version {
+        Some(v) => sqlx::query("UPDATE accounts SET state = $1, version = version + 1, next_due = $2 WHERE id = $3 AND version = $4")
+            .bind(&state)
+            .bind(next_due)
+            .bind(&id)
+            .bind(v)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+        None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES ($1, $2, 1, $3) ON CONFLICT (id) DO NOTHING")
+            .bind(&id)
+            .bind(&state)
+            .bind(next_due)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+    };
+    if written != 1 {
+        return Err(StoreError::Conflict(id));
+    }
+    if !step.outbox.is_empty() {
+        let n = step.outbox.len();
+        let (mut ids, mut keys, mut accounts, mut kinds, mut payloads) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut ats, mut states, mut errors) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for o in &step.outbox {
+            ids.push(uuid::Uuid::now_v7().to_string());
+            keys.push(o.key.clone());
+            accounts.push(o.account.clone());
+            kinds.push(o.kind.clone());
+            payloads.push(o.payload.to_string());
+            ats.push(micros(o.at));
+            states.push(
+                if o.failure.is_some() {
+                    "dead"
+                } else {
+                    "pending"
+                }
+                .to_string(),
+            );
+            errors.push(o.failure.clone());
+        }
+        // The unique key decides: however many instances computed this
+        // occurrence, one row exists.
+        sqlx::query(
+            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
+             SELECT id, key, account, kind, payload, at, state, at, last_error, $9
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
+                  AS i (id, key, account, kind, payload, at, state, last_error)
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&accounts)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&ats)
+        .bind(&states)
+        .bind(&errors)
+        .bind(micros(now))
+        .execute(&mut *c)
+        .await?;
+        notify(c, OUTBOX_CHANNEL).await?;
+    }
+    Ok(())
+}
+
+/// Ends one claim inside `c`'s transaction (see `Store::finish`).
+async fn finish_in(
+    c: &mut PgConnection,
+    id: &str,
+    token: i64,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<bool> {
+    let (state, next, error) = super::finish_columns(outcome);
+    // A released claim was never tried: its attempt does not count.
+    let uncount = i64::from(*outcome == Outcome::Released);
+    let row = sqlx::query(
+        "UPDATE outbox SET state = $1, next_attempt = COALESCE($2, next_attempt), last_error = COALESCE($3, last_error),
+             attempts = attempts - $4, lease_until = NULL, updated = $5
+         WHERE id = $6 AND token = $7 AND state = 'sending'
+         RETURNING kind, payload",
+    )
+    .bind(state.as_str())
+    .bind(next.map(micros))
+    .bind(error)
+    .bind(uncount)
+    .bind(micros(now))
+    .bind(id)
+    .bind(token)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    // A sent email counts toward its address's cap, in the same commit.
+    if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
+        let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
+            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+        if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
+            sqlx::query("INSERT INTO sends (address, at) VALUES ($1, $2)")
+                .bind(to.to_ascii_lowercase())
+                .bind(micros(now))
+                .execute(&mut *c)
+                .await?;
+        }
+    }
+    if *outcome == Outcome::Released {
+        notify(c, OUTBOX_CHANNEL).await?;
+    }
+    Ok(true)
 }
 
 /// A database of its own for one test run or benchmark: created on an

@@ -676,7 +676,12 @@ impl OwnServer {
             .args(["-A", "trust", "-U", "postgres", "-D"])
             .arg(&data)
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| {
+                panic!(
+                    "running {} (TOUCHPILOT_PG_BIN): {e}",
+                    pg_bin("initdb").display()
+                )
+            });
         assert!(
             out.status.success(),
             "initdb: {}",
