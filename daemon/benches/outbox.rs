@@ -174,7 +174,8 @@ async fn claim_cost<S: Store>(s: &S, rounds: usize) -> f64 {
 async fn main() {
     touchpilot::tls::init();
     let rows: usize = arg("--rows", "5000").parse().unwrap();
-    let runs: usize = arg("--runs", "3").parse().unwrap();
+    assert!(rows >= 2, "--rows must be at least 2");
+    let runs: usize = arg("--runs", "5").parse().unwrap();
     let backlogs: Vec<usize> = arg("--backlogs", "10000,100000,1000000")
         .split(',')
         .map(|v| v.parse().unwrap())
@@ -227,25 +228,35 @@ async fn main() {
     // The backlog: one instance, PostgreSQL, a growing number of pending rows.
     println!("\nbacklog (postgres, 1 instance): claim cost and throughput as pending rows grow");
     println!(
-        "| pending rows | claim, per item (median of 20 claims of 100) | deliveries/s over {rows} rows |"
+        "| pending rows | claim, per item (median of 3 x 20 claims of 100) | deliveries/s over {} rows (median; 3 runs) |",
+        rows / 2
     );
     println!("|---|---|---|");
     let db = Scratch::create(&admin()).await.unwrap();
     let store = Arc::new(PgStore::open(&db.url).await.unwrap());
     let (mut pending, mut next_key) = (0, 0);
-    for backlog in backlogs {
+    for backlog in &backlogs {
+        let backlog = *backlog;
         fill(&*store, backlog - pending, next_key, at).await;
         next_key += backlog - pending;
         pending = backlog;
-        sqlx::query("ANALYZE outbox")
-            .execute(store.pool())
-            .await
-            .unwrap();
-        let cost = claim_cost(&*store, 20).await;
-        let rate = drain(vec![store.clone()], &url, rows as u64).await;
-        // The next size is filled up from what is left.
-        pending -= rows;
-        println!("| {backlog} | {:.1} us | {rate:.0} |", cost * 1e6);
+        // Measure the steady state, not the fill's checkpoint and vacuum.
+        for sql in ["VACUUM ANALYZE outbox", "CHECKPOINT"] {
+            sqlx::query(sql).execute(store.pool()).await.unwrap();
+        }
+        let (mut costs, mut rates) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            costs.push(claim_cost(&*store, 20).await);
+            rates.push(drain(vec![store.clone()], &url, rows as u64 / 2).await);
+            pending = pending.saturating_sub(rows / 2);
+        }
+        let rates_text: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "| {backlog} | {:.1} us | {:.0} ({}) |",
+            median(costs) * 1e6,
+            median(rates.clone()),
+            rates_text.join(" ")
+        );
     }
     let now = Timestamp::now().as_microsecond();
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

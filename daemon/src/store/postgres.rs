@@ -182,6 +182,11 @@ impl PgStore {
                 MIGRATIONS.len()
             )));
         }
+        if current as usize == MIGRATIONS.len() {
+            // Up to date: nothing to write (every instance start comes here).
+            tx.rollback().await?;
+            return Ok(());
+        }
         for sql in &MIGRATIONS[current as usize..] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)

@@ -3,9 +3,10 @@
 //! through the store-backed runner on a virtual clock, and its outbox must
 //! hold exactly the actions `simulate` printed. Consent and caps are
 //! decided at send time by the senders, so statuses planned and suppressed
-//! compare equal; a render failure must be dead on both sides.
+//! compare equal; a render failure must be dead on both sides. Run on
+//! both stores: SQLite, and PostgreSQL (a database of its own per run).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -14,6 +15,7 @@ use touchpilot::engine::Engine;
 use touchpilot::runner::Runner;
 use touchpilot::source::jsonl;
 use touchpilot::store::Store;
+use touchpilot::store::postgres::PgStore;
 use touchpilot::store::sqlite::SqliteStore;
 
 use crate::support::cases;
@@ -62,26 +64,49 @@ fn action(v: &Value, failed: bool) -> Action {
     )
 }
 
-async fn start(dir: &Path, db: &Path) -> Runner<SqliteStore> {
+/// Where a run's store lives; `open` is what a (re)started daemon does.
+trait Backend {
+    type S: Store;
+    async fn open(&self) -> Self::S;
+}
+
+struct Sqlite(PathBuf);
+
+impl Backend for Sqlite {
+    type S = SqliteStore;
+    async fn open(&self) -> SqliteStore {
+        SqliteStore::open(&format!("sqlite:{}", self.0.display()))
+            .await
+            .unwrap()
+    }
+}
+
+struct Postgres(String);
+
+impl Backend for Postgres {
+    type S = PgStore;
+    async fn open(&self) -> PgStore {
+        PgStore::open_with(&self.0, 2).await.unwrap()
+    }
+}
+
+async fn start<B: Backend>(dir: &Path, db: &B) -> Runner<B::S> {
     let (config, _) =
         touchpilot::config::load(&dir.join("touchpilot.yaml"), &|_| None).expect("valid fixture");
     let engine = Engine::new(
         Arc::new(config),
         Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
     );
-    let store = SqliteStore::open(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    Runner::new(store, engine)
+    Runner::new(db.open().await, engine)
 }
 
 /// Runs a fixture through the daemon's runner; with `restart`, the process
 /// "crashes" after every step: a new store handle and runner carry on.
-async fn daemon_actions(
+async fn daemon_actions<B: Backend>(
     dir: &Path,
     from: Timestamp,
     to: Timestamp,
-    db: &Path,
+    db: &B,
     restart: bool,
 ) -> Vec<Action> {
     let mut runner = start(dir, db).await;
@@ -190,6 +215,23 @@ fn live_only(dir: &Path, from: Timestamp) -> bool {
 #[tokio::test]
 async fn the_daemon_plans_exactly_what_the_dry_run_prints() {
     let tmp = tempfile::tempdir().unwrap();
+    agree(async |name: &str| Sqlite(tmp.path().join(format!("{name}.db")))).await;
+}
+
+/// The same on PostgreSQL: each run in a database of its own.
+#[tokio::test]
+async fn the_daemon_on_postgres_plans_exactly_what_the_dry_run_prints() {
+    let dbs = std::sync::Mutex::new(Vec::new());
+    agree(async |_: &str| {
+        let db = crate::cluster::Db::create(&crate::cluster::pg_admin()).await;
+        let url = db.scratch.url.clone();
+        dbs.lock().unwrap().push(db);
+        Postgres(url)
+    })
+    .await;
+}
+
+async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
     let mut compared = 0;
     let mut failures = Vec::new();
     for dir in cases("simulate") {
@@ -200,19 +242,12 @@ async fn the_daemon_plans_exactly_what_the_dry_run_prints() {
         }
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let sim = simulate_actions(&dir, from, to);
-        let daemon = daemon_actions(
-            &dir,
-            from,
-            to,
-            &tmp.path().join(format!("{name}.db")),
-            false,
-        )
-        .await;
+        let daemon = daemon_actions(&dir, from, to, &backend(&name).await, false).await;
         let restarted = daemon_actions(
             &dir,
             from,
             to,
-            &tmp.path().join(format!("{name}-restarted.db")),
+            &backend(&format!("{name}-restarted")).await,
             true,
         )
         .await;
