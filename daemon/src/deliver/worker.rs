@@ -164,7 +164,12 @@ impl Worker {
             && super::cap_applies(contact, bypass)
         {
             let since = now.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
-            if store.sends_since(to, since).await? >= i64::from(cap.max) {
+            // Counted now, atomically, so instances sharing the store
+            // cannot both take the last place; given back unless sent.
+            if !store
+                .reserve_send(&claim.id, to, since, i64::from(cap.max), now)
+                .await?
+            {
                 return Ok(Some("frequency_cap"));
             }
         }

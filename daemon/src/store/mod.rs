@@ -338,6 +338,21 @@ pub trait Store: Send + Sync {
         since: Timestamp,
     ) -> impl Future<Output = Result<i64>> + Send;
 
+    /// The frequency cap, decided atomically across instances: when fewer
+    /// than `max` emails to `address` were sent (or are being sent) after
+    /// `since`, counts the claimed row `id` as one of them and returns
+    /// true. Its `finish` keeps the count when `Sent` and gives it back
+    /// otherwise; asking again for the same row (a retry, a rescued claim)
+    /// does not count it twice.
+    fn reserve_send(
+        &self,
+        id: &str,
+        address: &str,
+        since: Timestamp,
+        max: i64,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// One maintenance pass, by one instance at a time: makes `sending`
     /// rows whose lease expired at `now` pending again, and folds history
     /// older than `before` (finished outbox rows, applied events) into

@@ -74,7 +74,8 @@ CREATE TABLE suppressions (
 );
 CREATE TABLE sends (
     address TEXT NOT NULL,
-    at BIGINT NOT NULL
+    at BIGINT NOT NULL,
+    outbox_id TEXT UNIQUE
 );
 CREATE INDEX sends_by_address ON sends (address, at);
 CREATE INDEX sends_by_time ON sends (at);
@@ -97,6 +98,9 @@ CREATE TABLE events_daily (
 /// maintaining instance.
 const MIGRATE_LOCK: i64 = 0x7470_0001;
 const MAINTAIN_LOCK: i64 = 0x7470_0002;
+/// The key space of per-address locks (the frequency cap), with the
+/// address's hash as the second key.
+const ADDRESS_LOCKS: i32 = 0x7470_0003;
 
 /// Channels: new input for the engines, new outbox rows for the workers.
 pub const ENGINE_CHANNEL: &str = "touchpilot_engine";
@@ -486,6 +490,45 @@ impl Store for PgStore {
         Ok(row.is_some())
     }
 
+    async fn reserve_send(
+        &self,
+        id: &str,
+        address: &str,
+        since: Timestamp,
+        max: i64,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let address = address.to_ascii_lowercase();
+        let mut tx = self.pool.begin().await?;
+        // Instances checking one address take turns until commit: the
+        // count and the reservation cannot interleave.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(ADDRESS_LOCKS)
+            .bind(&address)
+            .execute(&mut *tx)
+            .await?;
+        let counted: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM sends WHERE address = $1 AND at > $2 AND outbox_id IS DISTINCT FROM $3",
+        )
+        .bind(&address)
+        .bind(micros(since))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if counted >= max {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES ($1, $2, $3) ON CONFLICT (outbox_id) DO NOTHING")
+            .bind(&address)
+            .bind(micros(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn sends_since(&self, address: &str, since: Timestamp) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM sends WHERE address = $1 AND at > $2")
             .bind(address.to_ascii_lowercase())
@@ -775,17 +818,25 @@ async fn finish_in(
     let Some(row) = row else {
         return Ok(false);
     };
-    // A sent email counts toward its address's cap, in the same commit.
+    // A sent email counts toward its address's cap, in the same commit
+    // (already, when its send was reserved); any other end gives a
+    // reservation back.
     if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
         let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
             .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
         if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-            sqlx::query("INSERT INTO sends (address, at) VALUES ($1, $2)")
+            sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES ($1, $2, $3) ON CONFLICT (outbox_id) DO NOTHING")
                 .bind(to.to_ascii_lowercase())
                 .bind(micros(now))
+                .bind(id)
                 .execute(&mut *c)
                 .await?;
         }
+    } else if *outcome != Outcome::Sent {
+        sqlx::query("DELETE FROM sends WHERE outbox_id = $1")
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
     }
     if *outcome == Outcome::Released {
         notify(c, OUTBOX_CHANNEL).await?;

@@ -81,6 +81,8 @@ CREATE TABLE events_daily (
     count INTEGER NOT NULL,
     PRIMARY KEY (day, type)
 );
+ALTER TABLE sends ADD COLUMN outbox_id TEXT;
+CREATE UNIQUE INDEX sends_by_outbox ON sends (outbox_id);
 "#,
 ];
 
@@ -395,17 +397,25 @@ impl Store for SqliteStore {
         let Some(row) = row else {
             return Ok(false);
         };
-        // A sent email counts toward its address's cap, in the same commit.
+        // A sent email counts toward its address's cap, in the same commit
+        // (already, when its send was reserved); any other end gives a
+        // reservation back.
         if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
             let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
                 .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
             if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-                sqlx::query("INSERT INTO sends (address, at) VALUES (?, ?)")
+                sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
                     .bind(to.to_ascii_lowercase())
                     .bind(micros(now))
+                    .bind(id)
                     .execute(&mut *tx)
                     .await?;
             }
+        } else if *outcome != Outcome::Sent {
+            sqlx::query("DELETE FROM sends WHERE outbox_id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -510,6 +520,39 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
+    }
+
+    async fn reserve_send(
+        &self,
+        id: &str,
+        address: &str,
+        since: Timestamp,
+        max: i64,
+        at: Timestamp,
+    ) -> Result<bool> {
+        // One writer at a time: the count and the reservation cannot interleave.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let address = address.to_ascii_lowercase();
+        let counted: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM sends WHERE address = ? AND at > ? AND outbox_id IS NOT ?",
+        )
+        .bind(&address)
+        .bind(micros(since))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if counted >= max {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
+            .bind(&address)
+            .bind(micros(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn sends_since(&self, address: &str, since: Timestamp) -> Result<i64> {

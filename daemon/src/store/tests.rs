@@ -358,6 +358,74 @@ async fn suite<S: Store>(s: &S) {
 
     // The secret is generated once.
     assert_eq!(s.secret().await.unwrap(), s.secret().await.unwrap());
+
+    // The cap, reserved: a place taken is counted until its row ends
+    // other than sent; the same row never takes two places.
+    let since = t("2026-01-01T00:00:00Z");
+    let at = t("2026-03-01T00:00:00Z");
+    assert!(
+        s.reserve_send("r1", "Cap@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.reserve_send("r2", "cap@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.reserve_send("r1", "cap@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.sends_since("cap@x.io", since).await.unwrap(), 1);
+    let v = s.load_account("a").await.unwrap().unwrap().version;
+    s.commit_step(&Step {
+        state: state("a"),
+        expected_version: Some(v),
+        next_due: None,
+        applied: vec![],
+        outbox: vec![
+            email("c1", "cap2@x.io", "2026-03-01T00:00:00Z"),
+            email("c2", "cap2@x.io", "2026-03-01T00:00:00Z"),
+        ],
+    })
+    .await
+    .unwrap();
+    let claims = s.claim(&["email"], at, lease, 10).await.unwrap();
+    let c = |k: &str| claims.iter().find(|c| c.key == k).unwrap().clone();
+    let (c1, c2) = (c("c1"), c("c2"));
+    assert!(
+        s.reserve_send(&c1.id, "cap2@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.reserve_send(&c2.id, "cap2@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    let retry = Outcome::Retry {
+        next_attempt: at + SignedDuration::from_hours(1),
+        error: "smtp 451".into(),
+    };
+    assert!(s.finish(&c1.id, c1.token, &retry, at).await.unwrap());
+    assert!(
+        s.reserve_send(&c2.id, "cap2@x.io", since, 1, at)
+            .await
+            .unwrap(),
+        "a retried send gives its place back"
+    );
+    assert!(
+        s.finish(&c2.id, c2.token, &Outcome::Sent, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.sends_since("cap2@x.io", since).await.unwrap(),
+        1,
+        "a reserved send is counted once"
+    );
 }
 
 /// Maintenance: expired leases made pending again; finished rows and
@@ -759,6 +827,60 @@ async fn postgres_notifies_other_instances() {
         assert!(wait(wakers.engine.clone()).await, "listening again after the reconnect");
     })
     .await;
+}
+
+/// Instances checking the cap for one address at the same moment: no
+/// more places are taken than the cap allows.
+#[tokio::test]
+async fn postgres_instances_never_exceed_the_cap_together() {
+    on_postgres(|url| async move {
+        let (a, b) = (
+            PgStore::open(&url).await.unwrap(),
+            PgStore::open(&url).await.unwrap(),
+        );
+        let since = t("2026-01-01T00:00:00Z");
+        let at = t("2026-03-01T00:00:00Z");
+        let tries = (0..20).map(|i| {
+            let s = if i % 2 == 0 { &a } else { &b };
+            let id = format!("row{i}");
+            async move { s.reserve_send(&id, "hot@x.io", since, 3, at).await.unwrap() }
+        });
+        let taken = futures_all(tries)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(taken, 3);
+        assert_eq!(a.sends_since("hot@x.io", since).await.unwrap(), 3);
+    })
+    .await;
+}
+
+async fn futures_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.collect();
+    let mut out = Vec::new();
+    // Polled together on this task: the store calls interleave.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *d = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(done.into_iter().map(Option::unwrap));
+    out
 }
 
 #[tokio::test]
