@@ -476,7 +476,7 @@ async fn three_daemons_deliver_everything_while_one_is_killed_over_and_over() {
     let mut last_kill = Instant::now();
     let mut victim = 0;
     let mut posted = 0;
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let deadline = Instant::now() + Duration::from_secs(540);
     loop {
         if posted < batches.len() {
             let addrs: Vec<String> = daemons.iter().filter_map(|d| d.addr.clone()).collect();
