@@ -29,6 +29,9 @@ use crate::model::event::Event;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database cannot be reached or refuses us, with where and why.
+    #[error("{0}")]
+    Connect(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("account `{0}` was changed by another writer; reload and retry")]

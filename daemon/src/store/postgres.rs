@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::{
     Claimed, DayCount, Ingested, Loaded, Maintained, OutboxRow, OutboxState, Outcome, Result, Step,
@@ -110,6 +110,15 @@ pub const OUTBOX_CHANNEL: &str = "touchpilot_outbox";
 /// maintenance loop calls again while there is more).
 const COMPACT_BATCH: i64 = 10_000;
 
+/// A database error's own message, without sqlx's wrapping.
+fn cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
@@ -151,6 +160,20 @@ impl PgStore {
     pub async fn open_with(url: &str, connections: u32) -> Result<PgStore> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.application_name("touchpilot");
+        // One connection first: its error says what is wrong (refused,
+        // unknown database, authentication), where the pool would only
+        // time out.
+        let where_ = format!(
+            "PostgreSQL at {}:{} (database `{}`, user `{}`)",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("postgres"),
+            options.get_username()
+        );
+        let first = PgConnection::connect_with(&options).await.map_err(|e| {
+            StoreError::Connect(format!("cannot connect to {where_}: {}", cause(&e)))
+        })?;
+        first.close().await.ok();
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .min_connections(1)

@@ -899,3 +899,15 @@ async fn a_newer_postgres_schema_is_refused_by_name() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_with_the_reason() {
+    let err = PgStore::open("postgres://postgres@127.0.0.1:5432/touchpilot_no_such_db")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "cannot connect to PostgreSQL at 127.0.0.1:5432 (database `touchpilot_no_such_db`, user `postgres`): database \"touchpilot_no_such_db\" does not exist"
+    );
+}
