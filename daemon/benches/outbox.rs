@@ -105,6 +105,7 @@ async fn fill<S: Store>(s: &S, rows: usize, offset: usize, at: Timestamp) {
             next_due: None,
             applied: vec![],
             outbox,
+            trace: vec![],
         })
         .await
         .unwrap();

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod maintain;
 pub mod model;
+pub mod ops;
 pub mod render;
 pub mod runner;
 pub mod schedule;

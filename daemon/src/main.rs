@@ -74,6 +74,40 @@ enum Command {
     Run {
         #[arg(long, default_value = "touchpilot.yaml", env = "TOUCHPILOT_CONFIG")]
         config: PathBuf,
+        /// `text`, `json` or `journald` (overrides `log.format`).
+        #[arg(long, env = "TOUCHPILOT_LOG_FORMAT")]
+        log_format: Option<touchpilot::config::LogFormat>,
+    },
+    /// Show the outbox (depth, oldest pending, dead letters), due accounts,
+    /// disabled endpoints and the last errors.
+    Status {
+        #[arg(long, default_value = "touchpilot.yaml", env = "TOUCHPILOT_CONFIG")]
+        config: PathBuf,
+    },
+    /// List the deliveries that failed for good, or queue some again.
+    DeadLetters {
+        #[arg(long, default_value = "touchpilot.yaml", env = "TOUCHPILOT_CONFIG")]
+        config: PathBuf,
+        /// Queue the dead letter with this id again (repeatable).
+        #[arg(long = "retry", value_name = "ID")]
+        retry: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Every decision taken for an account: segment, moments fired or
+    /// skipped and why, deliveries and their outcomes.
+    Trace {
+        #[arg(long, default_value = "touchpilot.yaml", env = "TOUCHPILOT_CONFIG")]
+        config: PathBuf,
+        account: String,
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+    },
+    /// Enable a webhook endpoint that was disabled after answering 410 Gone.
+    EnableEndpoint {
+        #[arg(long, default_value = "touchpilot.yaml", env = "TOUCHPILOT_CONFIG")]
+        config: PathBuf,
+        name: String,
     },
     /// Print the JSON Schema of playbooks (editors use it to complete and check).
     Schema {
@@ -86,8 +120,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs from many threads: it must not run under these locks.
-    if let Command::Run { config } = &cli.command {
-        return ExitCode::from(run(config) as u8);
+    if let Command::Run { config, log_format } = &cli.command {
+        return ExitCode::from(run(config, *log_format) as u8);
     }
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = match cli.command {
@@ -131,6 +165,35 @@ fn main() -> ExitCode {
             touchpilot::commands::render(&args, &mut out, &mut err)
         }
         Command::Run { .. } => unreachable!("handled above, outside the stdio locks"),
+        Command::Status { config } => {
+            touchpilot::ops::run(&config, &touchpilot::ops::Op::Status, &mut out, &mut err)
+        }
+        Command::DeadLetters {
+            config,
+            retry,
+            limit,
+        } => touchpilot::ops::run(
+            &config,
+            &touchpilot::ops::Op::DeadLetters { retry, limit },
+            &mut out,
+            &mut err,
+        ),
+        Command::Trace {
+            config,
+            account,
+            limit,
+        } => touchpilot::ops::run(
+            &config,
+            &touchpilot::ops::Op::Trace { account, limit },
+            &mut out,
+            &mut err,
+        ),
+        Command::EnableEndpoint { config, name } => touchpilot::ops::run(
+            &config,
+            &touchpilot::ops::Op::EnableEndpoint { name },
+            &mut out,
+            &mut err,
+        ),
         Command::Schema { config } => {
             print!("{}", touchpilot::commands::schema(config));
             0
@@ -141,18 +204,22 @@ fn main() -> ExitCode {
 
 /// `touchpilot run`: the first SIGTERM or SIGINT drains and stops; a
 /// second one exits at once.
-fn run(path: &std::path::Path) -> i32 {
+fn run(path: &std::path::Path, log_format: Option<touchpilot::config::LogFormat>) -> i32 {
     let mut err = std::io::stderr();
     let Some(config) = touchpilot::commands::load(path, &mut err) else {
         return 1;
     };
+    if let Err(e) = touchpilot::app::log::init(&config.log, log_format) {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            tracing::error!(error = %e, "cannot start the runtime");
             return 1;
         }
     };
@@ -165,29 +232,40 @@ fn run(path: &std::path::Path) -> i32 {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let signals = shutdown.clone();
+        let control = touchpilot::app::Control {
+            systemd: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            ..Default::default()
+        };
+        let signals = control.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
             ) else {
+                tracing::error!("cannot install signal handlers");
                 return;
             };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => signals.reload.notify_one(),
+                }
+            }
+            tracing::info!("stopping (send the signal again to exit at once)");
+            signals.shutdown.cancel();
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            eprintln!("touchpilot: stopping (send the signal again to exit at once)");
-            signals.cancel();
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            eprintln!("touchpilot: exiting at once");
+            tracing::warn!("exiting at once");
             std::process::exit(130);
         });
-        touchpilot::app::run(config, listener, shutdown).await
+        touchpilot::app::run_with(config, listener, control).await
     });
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             1
         }
     }

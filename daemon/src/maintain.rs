@@ -41,10 +41,20 @@ pub async fn maintenance_loop<S: Store + 'static>(
             .await
         {
             Ok(m) => {
-                if m.rescued + m.outbox_compacted + m.events_compacted + m.sends_pruned > 0 {
-                    eprintln!(
-                        "touchpilot: maintenance: {} leases rescued, {} outbox rows and {} events compacted, {} send records pruned",
-                        m.rescued, m.outbox_compacted, m.events_compacted, m.sends_pruned
+                if m.rescued
+                    + m.outbox_compacted
+                    + m.events_compacted
+                    + m.sends_pruned
+                    + m.traces_pruned
+                    > 0
+                {
+                    tracing::info!(
+                        rescued = m.rescued,
+                        outbox_compacted = m.outbox_compacted,
+                        events_compacted = m.events_compacted,
+                        sends_pruned = m.sends_pruned,
+                        traces_pruned = m.traces_pruned,
+                        "maintenance"
                     );
                 }
                 if m.more {
@@ -54,7 +64,7 @@ pub async fn maintenance_loop<S: Store + 'static>(
                 }
             }
             Err(e) => {
-                eprintln!("touchpilot: error: maintenance: {e}");
+                tracing::error!(error = %e, "maintenance");
                 EVERY
             }
         };

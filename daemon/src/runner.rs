@@ -5,57 +5,249 @@
 //! crash between steps loses nothing and repeats nothing. Has no clock:
 //! every call takes `now`, so tests drive it on a virtual clock.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::engine::plan::{Content, PlannedAction, Target};
-use crate::engine::{AccountState, Decision, Engine, Mode};
+use crate::engine::{AccountState, Decision, Engine, Mode, SkipReason};
 use crate::model::account::Account;
-use crate::store::{NewOutbox, Result, Step, Store, StoreError};
+use crate::store::{NewOutbox, Result, Step, Store, StoreError, StoredEvent, TraceEntry};
 
-/// How many times a step is recomputed when another writer moved first.
+/// How many times a batch is recomputed when another writer moved first.
 const CONFLICT_RETRIES: usize = 5;
 
 pub struct Runner<S: Store> {
     pub store: S,
-    pub engine: Engine,
+    /// Swapped whole by a reload; each call works on one snapshot.
+    engine: RwLock<Engine>,
 }
 
 /// What a call did, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Progress {
     pub steps: usize,
+    /// Moments and `on_late`s fired.
+    pub fired: usize,
     pub actions: usize,
     /// Problems the engine reported (unknown accounts, conditions that
     /// could not be evaluated...), as messages.
     pub problems: Vec<String>,
 }
 
+impl Progress {
+    fn absorb(&mut self, other: Progress) {
+        self.steps += other.steps;
+        self.fired += other.fired;
+        self.actions += other.actions;
+        self.problems.extend(other.problems);
+    }
+}
+
+/// A step being built: the account's state and what it produced.
+struct Pending {
+    state: AccountState,
+    version: Option<i64>,
+    applied: Vec<i64>,
+    outbox: Vec<NewOutbox>,
+    trace: Vec<TraceEntry>,
+    progress: Progress,
+}
+
+impl Pending {
+    fn new(state: AccountState, version: Option<i64>) -> Pending {
+        Pending {
+            state,
+            version,
+            applied: Vec::new(),
+            outbox: Vec::new(),
+            trace: Vec::new(),
+            progress: Progress::default(),
+        }
+    }
+
+    /// Records what one engine call decided; `cause` is the stored event
+    /// that caused it, if any.
+    fn record(&mut self, decisions: Vec<Decision>, cause: Option<i64>) {
+        for d in decisions {
+            let (at, kind, detail) = match d {
+                Decision::Fired {
+                    playbook,
+                    moment,
+                    trigger,
+                    at,
+                    actions,
+                } => {
+                    self.progress.fired += 1;
+                    let planned: Vec<Value> = actions.iter().map(action_summary).collect();
+                    self.outbox
+                        .extend(actions.iter().map(|a| outbox_row(a, cause)));
+                    (
+                        at,
+                        "fired",
+                        json!({"playbook": playbook, "moment": moment, "trigger": trigger, "actions": planned}),
+                    )
+                }
+                Decision::Skipped {
+                    playbook,
+                    moment,
+                    at,
+                    reason,
+                } => {
+                    let why = match reason {
+                        SkipReason::Cooldown => "cooldown",
+                        SkipReason::Phase => "phase",
+                        SkipReason::Past => "before the account entered",
+                    };
+                    (
+                        at,
+                        "skipped",
+                        json!({"playbook": playbook, "moment": moment, "reason": why}),
+                    )
+                }
+                Decision::Entered {
+                    playbook,
+                    at,
+                    silent,
+                } => (
+                    at,
+                    "entered",
+                    json!({"playbook": playbook, "silent": silent}),
+                ),
+                Decision::Exited { playbook, at } => (at, "exited", json!({"playbook": playbook})),
+                Decision::MilestoneReached {
+                    playbook,
+                    milestone,
+                    at,
+                } => (
+                    at,
+                    "reached",
+                    json!({"playbook": playbook, "milestone": milestone}),
+                ),
+                Decision::Problem { at, message } => {
+                    self.progress.problems.push(message.clone());
+                    (at, "problem", json!({"message": message}))
+                }
+            };
+            self.trace.push(TraceEntry {
+                at,
+                kind: kind.to_string(),
+                detail,
+            });
+        }
+    }
+
+    fn into_step(self, engine: &Engine) -> (Step, Progress) {
+        let mut progress = self.progress;
+        progress.steps = 1;
+        progress.actions = self.outbox.len();
+        (
+            Step {
+                next_due: engine.next_due(&self.state),
+                state: self.state,
+                expected_version: self.version,
+                applied: self.applied,
+                outbox: self.outbox,
+                trace: self.trace,
+            },
+            progress,
+        )
+    }
+}
+
+fn action_summary(a: &PlannedAction) -> Value {
+    let mut v = json!({"at": a.at.to_string(), "position": a.position, "template": a.template});
+    let o = v.as_object_mut().expect("an object");
+    match &a.target {
+        Target::Email { to, .. } => {
+            o.insert("kind".into(), "email".into());
+            o.insert("to".into(), to.clone().into());
+        }
+        Target::Webhook { endpoint } => {
+            o.insert("kind".into(), "webhook".into());
+            o.insert("endpoint".into(), endpoint.clone().into());
+        }
+        Target::Connector { name, action } => {
+            o.insert("kind".into(), "connector".into());
+            o.insert("connector".into(), name.clone().into());
+            o.insert("action".into(), action.clone().into());
+        }
+    }
+    if let Err(e) = &a.content {
+        o.insert("error".into(), e.to_string().into());
+    }
+    v
+}
+
 impl<S: Store> Runner<S> {
     pub fn new(store: S, engine: Engine) -> Runner<S> {
-        Runner { store, engine }
+        Runner {
+            store,
+            engine: RwLock::new(engine),
+        }
+    }
+
+    /// The engine of the running configuration.
+    pub fn engine(&self) -> Engine {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded configuration's engine in place for the next calls.
+    pub fn set_engine(&self, engine: Engine) {
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = engine;
+    }
+
+    /// Commits built steps together, or reports a conflict.
+    async fn commit(&self, engine: &Engine, built: Vec<Pending>) -> Result<Progress> {
+        let mut progress = Progress::default();
+        let mut steps = Vec::with_capacity(built.len());
+        for p in built {
+            let (step, pr) = p.into_step(engine);
+            steps.push(step);
+            progress.absorb(pr);
+        }
+        if !steps.is_empty() {
+            self.store.commit_steps(&steps).await?;
+        }
+        Ok(progress)
     }
 
     /// A first deployment's accounts: those not yet stored enter their
     /// playbook silently at `now` (no greeting for existing customers).
     pub async fn seed(&self, accounts: Vec<Account>, now: Timestamp) -> Result<Progress> {
+        let engine = self.engine();
         let mut progress = Progress::default();
-        for account in accounts {
-            if self.store.load_account(account.id()).await?.is_some() {
-                continue;
-            }
-            let mut st = AccountState::new(account, now);
-            let mut decisions = Vec::new();
-            self.engine
-                .admit(&mut st, now, Mode::Silent, &mut decisions);
-            self.engine.restart_entry(&mut st, now);
-            match self
-                .commit(st, None, vec![], decisions, &mut progress)
-                .await
-            {
-                // Another instance seeded it meanwhile: it is stored.
-                Err(StoreError::Conflict(_)) => continue,
-                other => other?,
+        for chunk in accounts.chunks(500) {
+            for attempt in 0..CONFLICT_RETRIES {
+                let ids: Vec<&str> = chunk.iter().map(Account::id).collect();
+                let missing = self.store.missing_accounts(&ids).await?;
+                let mut built = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for account in chunk {
+                    if !missing.iter().any(|m| m == account.id()) || !seen.insert(account.id()) {
+                        continue;
+                    }
+                    let mut p = Pending::new(AccountState::new(account.clone(), now), None);
+                    let mut decisions = Vec::new();
+                    engine.admit(&mut p.state, now, Mode::Silent, &mut decisions);
+                    engine.restart_entry(&mut p.state, now);
+                    p.record(decisions, None);
+                    built.push(p);
+                }
+                match self.commit(&engine, built).await {
+                    // Another instance seeding the same accounts was first:
+                    // look again at which are missing.
+                    Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => continue,
+                    other => {
+                        progress.absorb(other?);
+                        break;
+                    }
+                }
             }
         }
         Ok(progress)
@@ -64,186 +256,181 @@ impl<S: Store> Runner<S> {
     /// An account created or replaced while running: it enters (or moves)
     /// live, with `segment.entered`.
     pub async fn put_account(&self, account: Account, now: Timestamp) -> Result<Progress> {
-        let mut progress = Progress::default();
         for _ in 0..CONFLICT_RETRIES {
+            let engine = self.engine();
             let loaded = self.store.load_account(account.id()).await?;
             let mut decisions = Vec::new();
-            let (st, version) = match loaded {
+            let mut p = match loaded {
                 Some(l) => {
-                    let mut st = l.state;
-                    self.engine.replace_account(
-                        &mut st,
+                    let mut p = Pending::new(l.state, Some(l.version));
+                    engine.replace_account(
+                        &mut p.state,
                         account.clone(),
                         now,
                         Mode::Live,
                         &mut decisions,
                     );
-                    (st, Some(l.version))
+                    p
                 }
                 None => {
-                    let mut st = AccountState::new(account.clone(), now);
-                    self.engine.admit(&mut st, now, Mode::Live, &mut decisions);
-                    (st, None)
+                    let mut p = Pending::new(AccountState::new(account.clone(), now), None);
+                    engine.admit(&mut p.state, now, Mode::Live, &mut decisions);
+                    p
                 }
             };
-            match self
-                .commit(st, version, vec![], decisions, &mut progress)
-                .await
-            {
+            p.record(decisions, None);
+            match self.commit(&engine, vec![p]).await {
                 Err(StoreError::Conflict(_)) => continue,
-                other => return other.map(|()| progress),
+                other => return other,
             }
         }
         Err(StoreError::Conflict(account.id().to_string()))
     }
 
-    /// Applies accepted events whose time has come, oldest first.
+    /// Applies accepted events whose time has come, oldest first: each
+    /// account's events in order on one loaded state, every account's step
+    /// in one commit.
     pub async fn apply_pending(&self, now: Timestamp, batch: i64) -> Result<Progress> {
-        let mut progress = Progress::default();
-        for stored in self.store.pending_events(batch).await? {
-            if stored.at > now {
-                break;
+        let mut attempt = 0;
+        loop {
+            match self.apply_pending_once(now, batch).await {
+                // Another writer (an instance sharing the store) moved an
+                // account or applied an event first: read the batch again.
+                Err(StoreError::Conflict(_) | StoreError::AlreadyApplied(_))
+                    if attempt + 1 < CONFLICT_RETRIES =>
+                {
+                    attempt += 1
+                }
+                other => return other,
             }
-            let mut done = false;
-            for _ in 0..CONFLICT_RETRIES {
-                let Some(loaded) = self.store.load_account(&stored.event.account).await? else {
-                    progress.problems.push(format!(
-                        "event for unknown account `{}` set aside",
-                        stored.event.account
-                    ));
-                    self.store.set_aside(&[stored.seq]).await?;
-                    done = true;
-                    break;
-                };
-                let mut st = loaded.state;
+        }
+    }
+
+    async fn apply_pending_once(&self, now: Timestamp, batch: i64) -> Result<Progress> {
+        let mut progress = Progress::default();
+        let events: Vec<StoredEvent> = self
+            .store
+            .pending_events(batch)
+            .await?
+            .into_iter()
+            .take_while(|e| e.at <= now)
+            .collect();
+        if events.is_empty() {
+            return Ok(progress);
+        }
+        let mut order: Vec<&str> = Vec::new();
+        let mut by_account: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
+        for e in &events {
+            by_account
+                .entry(e.event.account.as_str())
+                .or_insert_with(|| {
+                    order.push(e.event.account.as_str());
+                    Vec::new()
+                })
+                .push(e);
+        }
+        let missing = self.store.missing_accounts(&order).await?;
+        if !missing.is_empty() {
+            let mut seqs = Vec::new();
+            for m in &missing {
+                progress
+                    .problems
+                    .push(format!("event for unknown account `{m}` set aside"));
+                seqs.extend(by_account[m.as_str()].iter().map(|e| e.seq));
+            }
+            self.store.set_aside(&seqs).await?;
+        }
+        let engine = self.engine();
+        let mut built = Vec::new();
+        for account in order {
+            if missing.iter().any(|m| m == account) {
+                continue;
+            }
+            // Created between the two reads by nobody: it exists.
+            let Some(loaded) = self.store.load_account(account).await? else {
+                continue;
+            };
+            let mut p = Pending::new(loaded.state, Some(loaded.version));
+            for stored in &by_account[account] {
                 let mut decisions = Vec::new();
-                self.engine.apply_event(
-                    &mut st,
+                engine.apply_event(
+                    &mut p.state,
                     &stored.event,
                     stored.at,
                     Mode::Live,
                     &mut decisions,
                 );
-                match self
-                    .commit_caused(
-                        st,
-                        Some(loaded.version),
-                        stored.seq,
-                        decisions,
-                        &mut progress,
-                    )
-                    .await
-                {
-                    Err(StoreError::Conflict(_)) => continue,
-                    // Another instance applied it first: nothing left to do.
-                    Err(StoreError::AlreadyApplied(_)) => {
-                        done = true;
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                    Ok(()) => {
-                        done = true;
-                        break;
-                    }
-                }
+                p.applied.push(stored.seq);
+                p.record(decisions, Some(stored.seq));
             }
-            if !done {
-                return Err(StoreError::Conflict(stored.event.account.clone()));
-            }
+            built.push(p);
         }
+        progress.absorb(self.commit(&engine, built).await?);
         Ok(progress)
     }
 
-    /// Fires the timers of every account due at `now`.
+    /// Fires the timers of every account due at `now`, in one commit.
     pub async fn run_due(&self, now: Timestamp, batch: i64) -> Result<Progress> {
-        let mut progress = Progress::default();
+        let mut attempt = 0;
+        loop {
+            match self.run_due_once(now, batch).await {
+                Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_due_once(&self, now: Timestamp, batch: i64) -> Result<Progress> {
+        let engine = self.engine();
+        let mut built = Vec::new();
         for id in self.store.due_accounts(now, batch).await? {
+            let Some(loaded) = self.store.load_account(&id).await? else {
+                continue;
+            };
+            let mut p = Pending::new(loaded.state, Some(loaded.version));
+            let mut decisions = Vec::new();
+            engine.advance(&mut p.state, now, &mut decisions);
+            p.record(decisions, None);
+            built.push(p);
+        }
+        self.commit(&engine, built).await
+    }
+
+    /// After a reload: every account is evaluated again under the new
+    /// playbooks (it may change segment, and its due time is computed
+    /// anew), `batch` accounts per commit. Returns the progress.
+    pub async fn reevaluate_all(&self, now: Timestamp, batch: i64) -> Result<Progress> {
+        let mut progress = Progress::default();
+        let mut after: Option<String> = None;
+        loop {
+            let ids = self.store.account_ids(after.as_deref(), batch).await?;
+            let Some(last) = ids.last().cloned() else {
+                return Ok(progress);
+            };
             for attempt in 0..CONFLICT_RETRIES {
-                let Some(loaded) = self.store.load_account(&id).await? else {
-                    break;
-                };
-                let mut st = loaded.state;
-                let mut decisions = Vec::new();
-                self.engine.advance(&mut st, now, &mut decisions);
-                match self
-                    .commit(st, Some(loaded.version), vec![], decisions, &mut progress)
-                    .await
-                {
+                let engine = self.engine();
+                let mut built = Vec::new();
+                for id in &ids {
+                    let Some(loaded) = self.store.load_account(id).await? else {
+                        continue;
+                    };
+                    let mut p = Pending::new(loaded.state, Some(loaded.version));
+                    let account = p.state.account.clone();
+                    let mut decisions = Vec::new();
+                    engine.replace_account(&mut p.state, account, now, Mode::Live, &mut decisions);
+                    p.record(decisions, None);
+                    built.push(p);
+                }
+                match self.commit(&engine, built).await {
                     Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => continue,
                     other => {
-                        other?;
+                        progress.absorb(other?);
                         break;
                     }
                 }
             }
+            after = Some(last);
         }
-        Ok(progress)
-    }
-
-    async fn commit(
-        &self,
-        state: AccountState,
-        expected_version: Option<i64>,
-        applied: Vec<i64>,
-        decisions: Vec<Decision>,
-        progress: &mut Progress,
-    ) -> Result<()> {
-        self.write(state, expected_version, applied, None, decisions, progress)
-            .await
-    }
-
-    /// A step caused by the stored event `seq`.
-    async fn commit_caused(
-        &self,
-        state: AccountState,
-        expected_version: Option<i64>,
-        seq: i64,
-        decisions: Vec<Decision>,
-        progress: &mut Progress,
-    ) -> Result<()> {
-        self.write(
-            state,
-            expected_version,
-            vec![seq],
-            Some(seq),
-            decisions,
-            progress,
-        )
-        .await
-    }
-
-    async fn write(
-        &self,
-        state: AccountState,
-        expected_version: Option<i64>,
-        applied: Vec<i64>,
-        cause: Option<i64>,
-        decisions: Vec<Decision>,
-        progress: &mut Progress,
-    ) -> Result<()> {
-        let mut outbox = Vec::new();
-        let mut problems = Vec::new();
-        for d in decisions {
-            match d {
-                Decision::Fired { actions, .. } => {
-                    outbox.extend(actions.iter().map(|a| outbox_row(a, cause)))
-                }
-                Decision::Problem { message, .. } => problems.push(message),
-                _ => {}
-            }
-        }
-        let step = Step {
-            next_due: self.engine.next_due(&state),
-            state,
-            expected_version,
-            applied,
-            outbox,
-        };
-        self.store.commit_step(&step).await?;
-        progress.steps += 1;
-        progress.actions += step.outbox.len();
-        progress.problems.extend(problems);
-        Ok(())
     }
 }
 

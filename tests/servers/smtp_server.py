@@ -5,7 +5,10 @@ Usage: smtp_server.py PORT MAILDIR
 
 Accepts every message and writes it to MAILDIR/N.eml, except:
 - a recipient starting with `tempfail` is refused once with 451 (then accepted),
-- a recipient starting with `permfail` is always refused with 550.
+- a recipient starting with `permfail` is always refused with 550,
+- a message to a recipient starting with `dropafter` is kept, then the
+  connection is dropped before the reply to DATA, once (the ambiguous
+  window: the client cannot know it was delivered).
 Prints `ready` on stdout once listening; stops on stdin EOF.
 """
 import asyncio
@@ -19,6 +22,7 @@ class Handler:
     def __init__(self, maildir: pathlib.Path):
         self.maildir = maildir
         self.refused = set()
+        self.dropped = set()
         self.count = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -33,6 +37,10 @@ class Handler:
     async def handle_DATA(self, server, session, envelope):
         self.count += 1
         (self.maildir / f"{self.count}.eml").write_bytes(envelope.original_content or envelope.content)
+        drop = [a for a in envelope.rcpt_tos if a.startswith("dropafter") and a not in self.dropped]
+        if drop:
+            self.dropped.update(drop)
+            server.transport.close()
         return "250 Message accepted for delivery"
 
 

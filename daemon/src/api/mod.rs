@@ -15,11 +15,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::app::IngestRequest;
+use crate::deliver::worker::Delivered;
 use crate::model::account::Account;
 use crate::model::event::Event;
-use crate::runner::Runner;
+use crate::runner::{Progress, Runner};
 use crate::store::Store;
 
 /// Counters shown on `/metrics`.
@@ -28,7 +30,10 @@ pub struct Counters {
     pub events_accepted: AtomicU64,
     pub events_duplicate: AtomicU64,
     pub requests_rejected: AtomicU64,
+    /// Lines of the file source that could not be read (each logged).
+    pub source_rejected: AtomicU64,
     pub steps: AtomicU64,
+    pub moments_fired: AtomicU64,
     pub actions_planned: AtomicU64,
     pub delivered_sent: AtomicU64,
     pub delivered_retried: AtomicU64,
@@ -37,11 +42,34 @@ pub struct Counters {
     pub delivered_missed: AtomicU64,
 }
 
+impl Counters {
+    pub fn record(&self, p: &Progress) {
+        self.steps.fetch_add(p.steps as u64, Ordering::Relaxed);
+        self.moments_fired
+            .fetch_add(p.fired as u64, Ordering::Relaxed);
+        self.actions_planned
+            .fetch_add(p.actions as u64, Ordering::Relaxed);
+    }
+
+    pub fn delivered(&self, d: &Delivered) {
+        for (counter, n) in [
+            (&self.delivered_sent, d.sent),
+            (&self.delivered_retried, d.retried),
+            (&self.delivered_dead, d.dead),
+            (&self.delivered_suppressed, d.suppressed),
+            (&self.delivered_missed, d.missed),
+        ] {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 pub struct ApiState<S: Store> {
     pub runner: Arc<Runner<S>>,
     /// Wakes the engine loop when new input arrives.
     pub wake: Arc<Notify>,
-    pub token: Option<String>,
+    /// The group commit of accepted events.
+    pub ingest: mpsc::Sender<IngestRequest>,
     pub secret: Vec<u8>,
     pub ready: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
@@ -53,6 +81,7 @@ pub const MAX_BODY: usize = 4 << 20;
 pub fn router<S: Store + 'static>(state: Arc<ApiState<S>>) -> Router {
     let v1 = Router::new()
         .route("/events", post(post_events::<S>))
+        .route("/inbound/{name}", post(post_inbound::<S>))
         .route("/accounts/{id}", put(put_account::<S>))
         .layer(middleware::from_fn_with_state(state.clone(), auth::<S>));
     Router::new()
@@ -77,7 +106,7 @@ async fn auth<S: Store + 'static>(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &st.token {
+    if let Some(token) = &st.runner.engine().config.http.token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -157,40 +186,112 @@ async fn post_events<S: Store + 'static>(
         Ok(e) => e,
         Err(m) => return reject(m),
     };
-    // An event for an account nobody created is refused, named: accepting
-    // it would only set it aside later, unseen by whoever sent it.
-    for (i, e) in events.iter().enumerate() {
-        match st.runner.store.load_account(&e.account).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return reject(format!(
-                    "event {}: field `account`: unknown account `{}` (create it with PUT /v1/accounts/{})",
+    accept(&st, events).await
+}
+
+/// `POST /v1/inbound/NAME`: another system's JSON object (or an array of
+/// them), mapped to events by the fields `inbound.NAME` names.
+async fn post_inbound<S: Store + 'static>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let config = st.runner.engine().config;
+    let Some(mapping) = config.inbound.get(&name) else {
+        let names: Vec<&str> = config.inbound.keys().map(String::as_str).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no inbound endpoint `{name}` (declared under `inbound:` in touchpilot.yaml: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        );
+    };
+    let reject = |msg: String| {
+        st.counters
+            .requests_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{msg}; no event of this request was stored"),
+        )
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return reject(format!("invalid JSON: {e}")),
+    };
+    let events = match v {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                mapping
+                    .event(o)
+                    .map_err(|m| format!("object {} of the array: {m}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>(),
+        other => mapping.event(&other).map(|e| vec![e]),
+    };
+    match events {
+        Ok(events) => accept(&st, events).await,
+        Err(m) => reject(m),
+    }
+}
+
+/// Stores a request's events (all or none) and answers `202` once they
+/// are durable. An event for an account nobody created is refused, named:
+/// accepting it would only set it aside later, unseen by whoever sent it.
+async fn accept<S: Store + 'static>(st: &ApiState<S>, events: Vec<Event>) -> Response {
+    let mut ids: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match st.runner.store.missing_accounts(&ids).await {
+        Ok(missing) if !missing.is_empty() => {
+            let (i, e) = events
+                .iter()
+                .enumerate()
+                .find(|(_, e)| missing.contains(&e.account))
+                .expect("a missing account belongs to an event");
+            st.counters
+                .requests_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "event {}: field `account`: unknown account `{}` (create it with PUT /v1/accounts/{}); no event of this request was stored",
                     i + 1,
                     e.account,
                     e.account
-                ));
-            }
-            Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {err}")),
+                ),
+            );
         }
+        Ok(_) => {}
+        Err(err) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("store: {err}")),
     }
-    match st.runner.store.ingest(&events, Timestamp::now()).await {
-        Ok(n) => {
-            st.counters
-                .events_accepted
-                .fetch_add(n.accepted as u64, Ordering::Relaxed);
-            st.counters
-                .events_duplicate
-                .fetch_add(n.duplicates as u64, Ordering::Relaxed);
-            st.wake.notify_one();
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({"accepted": n.accepted, "duplicates": n.duplicates})),
-            )
-                .into_response()
-        }
-        Err(err) => error(
+    let (tx, rx) = oneshot::channel();
+    if st.ingest.send((events, tx)).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; nothing was stored",
+        );
+    }
+    match rx.await {
+        Ok(Ok(n)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"accepted": n.accepted, "duplicates": n.duplicates})),
+        )
+            .into_response(),
+        Ok(Err(err)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store: {err}; nothing was stored"),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; nothing was stored",
         ),
     }
 }
@@ -223,12 +324,7 @@ async fn put_account<S: Store + 'static>(
     };
     match st.runner.put_account(account, Timestamp::now()).await {
         Ok(p) => {
-            st.counters
-                .steps
-                .fetch_add(p.steps as u64, Ordering::Relaxed);
-            st.counters
-                .actions_planned
-                .fetch_add(p.actions as u64, Ordering::Relaxed);
+            st.counters.record(&p);
             st.wake.notify_one();
             (StatusCode::OK, Json(json!({"id": id}))).into_response()
         }
@@ -245,31 +341,144 @@ async fn ready<S: Store + 'static>(State(st): State<Arc<ApiState<S>>>) -> Respon
 }
 
 async fn metrics<S: Store + 'static>(State(st): State<Arc<ApiState<S>>>) -> Response {
+    use std::fmt::Write as _;
     let c = &st.counters;
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let text = format!(
-        "# TYPE touchpilot_events_accepted_total counter\ntouchpilot_events_accepted_total {}\n\
-         # TYPE touchpilot_events_duplicate_total counter\ntouchpilot_events_duplicate_total {}\n\
-         # TYPE touchpilot_requests_rejected_total counter\ntouchpilot_requests_rejected_total {}\n\
-         # TYPE touchpilot_engine_steps_total counter\ntouchpilot_engine_steps_total {}\n\
-         # TYPE touchpilot_actions_planned_total counter\ntouchpilot_actions_planned_total {}\n\
-         # TYPE touchpilot_deliveries_total counter\n\
-         touchpilot_deliveries_total{{outcome=\"sent\"}} {}\n\
-         touchpilot_deliveries_total{{outcome=\"retried\"}} {}\n\
-         touchpilot_deliveries_total{{outcome=\"dead\"}} {}\n\
-         touchpilot_deliveries_total{{outcome=\"suppressed\"}} {}\n\
-         touchpilot_deliveries_total{{outcome=\"missed\"}} {}\n",
-        g(&c.events_accepted),
-        g(&c.events_duplicate),
-        g(&c.requests_rejected),
-        g(&c.steps),
-        g(&c.actions_planned),
-        g(&c.delivered_sent),
-        g(&c.delivered_retried),
-        g(&c.delivered_dead),
-        g(&c.delivered_suppressed),
-        g(&c.delivered_missed),
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, values: &[(&str, f64)]| {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in values {
+            let _ = writeln!(text, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "touchpilot_events_accepted_total",
+        "counter",
+        "Events durably stored.",
+        &[("", g(&c.events_accepted) as f64)],
     );
+    metric(
+        "touchpilot_events_duplicate_total",
+        "counter",
+        "Events whose id was already stored.",
+        &[("", g(&c.events_duplicate) as f64)],
+    );
+    metric(
+        "touchpilot_requests_rejected_total",
+        "counter",
+        "API requests refused (bad input, bad token).",
+        &[("", g(&c.requests_rejected) as f64)],
+    );
+    metric(
+        "touchpilot_source_lines_rejected_total",
+        "counter",
+        "File source lines that could not be read.",
+        &[("", g(&c.source_rejected) as f64)],
+    );
+    metric(
+        "touchpilot_engine_steps_total",
+        "counter",
+        "Account steps committed.",
+        &[("", g(&c.steps) as f64)],
+    );
+    metric(
+        "touchpilot_moments_fired_total",
+        "counter",
+        "Moments and milestone escalations fired.",
+        &[("", g(&c.moments_fired) as f64)],
+    );
+    metric(
+        "touchpilot_actions_planned_total",
+        "counter",
+        "Actions written to the outbox.",
+        &[("", g(&c.actions_planned) as f64)],
+    );
+    metric(
+        "touchpilot_deliveries_total",
+        "counter",
+        "Delivery attempts by outcome.",
+        &[
+            ("{outcome=\"sent\"}", g(&c.delivered_sent) as f64),
+            ("{outcome=\"retried\"}", g(&c.delivered_retried) as f64),
+            ("{outcome=\"dead\"}", g(&c.delivered_dead) as f64),
+            (
+                "{outcome=\"suppressed\"}",
+                g(&c.delivered_suppressed) as f64,
+            ),
+            ("{outcome=\"missed\"}", g(&c.delivered_missed) as f64),
+        ],
+    );
+    // Gauges from the store: they hold across restarts and instances.
+    let now = Timestamp::now();
+    match st.runner.store.stats(now).await {
+        Ok(s) => {
+            metric(
+                "touchpilot_outbox_rows",
+                "gauge",
+                "Outbox rows by state.",
+                &[
+                    ("{state=\"pending\"}", s.pending as f64),
+                    ("{state=\"sending\"}", s.sending as f64),
+                    ("{state=\"sent\"}", s.sent as f64),
+                    ("{state=\"dead\"}", s.dead as f64),
+                    ("{state=\"suppressed\"}", s.suppressed as f64),
+                    ("{state=\"missed\"}", s.missed as f64),
+                ],
+            );
+            metric(
+                "touchpilot_outbox_depth",
+                "gauge",
+                "Rows waiting to be delivered (pending and sending).",
+                &[("", (s.pending + s.sending) as f64)],
+            );
+            let age = s
+                .oldest_pending
+                .map(|t| now.duration_since(t).as_secs_f64().max(0.0))
+                .unwrap_or(0.0);
+            metric(
+                "touchpilot_outbox_oldest_pending_seconds",
+                "gauge",
+                "How long the oldest pending row has been due.",
+                &[("", age)],
+            );
+            metric(
+                "touchpilot_dead_letters",
+                "gauge",
+                "Rows that failed for good (see `touchpilot dead-letters`).",
+                &[("", s.dead as f64)],
+            );
+            metric(
+                "touchpilot_missed_total",
+                "gauge",
+                "Moments due longer ago than the grace period when first tried.",
+                &[("", s.missed as f64)],
+            );
+            metric(
+                "touchpilot_accounts",
+                "gauge",
+                "Accounts known.",
+                &[("", s.accounts as f64)],
+            );
+            metric(
+                "touchpilot_events_pending",
+                "gauge",
+                "Accepted events not yet applied.",
+                &[("", s.events_pending as f64)],
+            );
+            metric(
+                "touchpilot_store_up",
+                "gauge",
+                "Whether the store answered.",
+                &[("", 1.0)],
+            );
+        }
+        Err(_) => metric(
+            "touchpilot_store_up",
+            "gauge",
+            "Whether the store answered.",
+            &[("", 0.0)],
+        ),
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -1,17 +1,23 @@
-//! The daemon's wiring: opens the store, admits the file source's accounts,
-//! serves the HTTP API, and runs two loops under one cancellation token:
-//! the engine loop (accepted events and due accounts) and the delivery
-//! loop (the outbox). Both sleep until their next due instant and are
-//! woken early by new input; neither polls on a fixed tick.
+//! The daemon's wiring: opens the store, follows the file source, serves
+//! the HTTP API, and runs the engine loop (accepted events and due
+//! accounts) and the delivery loop (the outbox) under one cancellation
+//! token. Both loops sleep until their next due instant and are woken
+//! early by new input; neither polls on a fixed tick. Also owns reload
+//! (SIGHUP: validate, then swap; keep the running set on any error) and
+//! the systemd protocol (READY, RELOADING, STOPPING, WATCHDOG).
 
-use std::sync::Arc;
+pub mod log;
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::api::{self, ApiState, Counters};
 use crate::config::Config;
@@ -19,15 +25,33 @@ use crate::deliver::email::Mailer;
 use crate::deliver::webhook::Webhooks;
 use crate::deliver::worker::{KINDS, Worker};
 use crate::engine::Engine;
-use crate::runner::Runner;
+use crate::model::event::Event;
+use crate::runner::{Progress, Runner};
+use crate::source::follow::{self, Position};
 use crate::source::jsonl;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, Wakers};
+use crate::store::{Ingested, Store, Wakers};
 
 /// The longest a loop sleeps without looking again (a clock change, a
 /// row written by another process).
 const MAX_SLEEP: SignedDuration = SignedDuration::from_secs(60);
+/// How often the file source looks for new lines.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Engine steps and deliveries handled per commit.
+const BATCH: i64 = 1000;
+const DELIVERY_BATCH: i64 = 256;
+
+/// How the process controls a running daemon.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Cancelled to stop: in-flight work drains within the grace period.
+    pub shutdown: CancellationToken,
+    /// Notified to reload playbooks and templates (SIGHUP).
+    pub reload: Arc<Notify>,
+    /// Speak the systemd notification protocol (when `NOTIFY_SOCKET` is set).
+    pub systemd: bool,
+}
 
 /// Runs the daemon until `shutdown` is cancelled, serving on `listener`.
 pub async fn run(
@@ -35,17 +59,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(
+        config,
+        listener,
+        Control {
+            shutdown,
+            ..Control::default()
+        },
+    )
+    .await
+}
+
+/// Runs the daemon under `control`, on the store its configuration names.
+pub async fn run_with(
+    config: Arc<Config>,
+    listener: TcpListener,
+    control: Control,
+) -> anyhow::Result<()> {
     crate::tls::init();
     if config.store.starts_with("postgres://") || config.store.starts_with("postgresql://") {
         let store = PgStore::open(&config.store)
             .await
             .with_context(|| format!("while opening the store `{}`", redact(&config.store)))?;
-        return serve(config, store, listener, shutdown).await;
+        return serve(config, store, listener, control).await;
     }
     let store = SqliteStore::open(&config.store)
         .await
         .with_context(|| format!("while opening the store `{}`", config.store))?;
-    serve(config, store, listener, shutdown).await
+    serve(config, store, listener, control).await
 }
 
 /// A store URL without its password, for messages.
@@ -59,13 +100,39 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The delivery worker a configuration describes.
+fn worker_for(config: &Config) -> anyhow::Result<Worker> {
+    let base = config_dir(&config.path);
+    let from = config
+        .email
+        .from
+        .clone()
+        .unwrap_or_else(|| "Touchpilot <touchpilot@localhost>".to_string());
+    let timeout = std::time::Duration::try_from(config.delivery.timeout).unwrap_or_default();
+    let mailer = Mailer::with(
+        &config.email.transport,
+        &from,
+        &base,
+        config.delivery.concurrency,
+        timeout,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let webhooks = Webhooks::new(config.webhooks.clone(), timeout).map_err(anyhow::Error::msg)?;
+    Ok(Worker::new(mailer, webhooks, config.cap, config.delivery))
+}
+
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 /// Runs the daemon over an opened store: every store runs the same loops.
 pub async fn serve<S: Store + 'static>(
     config: Arc<Config>,
     store: S,
     listener: TcpListener,
-    shutdown: CancellationToken,
+    control: Control,
 ) -> anyhow::Result<()> {
+    let shutdown = control.shutdown.clone();
     let secret = store
         .secret()
         .await
@@ -79,67 +146,30 @@ pub async fn serve<S: Store + 'static>(
                 .unwrap_or_default()
         )
     });
-    let engine = Engine::new(
-        config.clone(),
-        crate::deliver::unsubscribe_links(public, secret.clone()),
-    );
-    let runner = Arc::new(Runner::new(store, engine));
-
-    // The file source: accounts not yet known enter silently (a first
-    // deployment greets nobody); its events are ingested, duplicates ignored.
-    let now = Timestamp::now();
-    if let Some(path) = &config.sources.accounts {
-        let accounts = jsonl::read_accounts(path)
-            .with_context(|| format!("while reading accounts from {}", path.display()))?;
-        runner
-            .seed(accounts, now)
-            .await
-            .context("while admitting the accounts")?;
-    }
-    if let Some(path) = &config.sources.events {
-        let mut events = Vec::new();
-        jsonl::for_each_line(path, |n, line| {
-            events.push(jsonl::parse_event(path, n, line)?);
-            Ok(())
-        })
-        .with_context(|| format!("while reading events from {}", path.display()))?;
-        let n = runner
-            .store
-            .ingest(&events, now)
-            .await
-            .context("while ingesting the events file")?;
-        eprintln!(
-            "touchpilot: {} events from {} ({} already known)",
-            n.accepted,
-            path.display(),
-            n.duplicates
-        );
-    }
-
-    let base = config
-        .path
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-    let from = config
-        .email
-        .from
-        .clone()
-        .unwrap_or_else(|| "Touchpilot <touchpilot@localhost>".to_string());
-    let mailer = Mailer::new(&config.email.transport, &from, &base).map_err(anyhow::Error::msg)?;
-    let webhooks = Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(10))
-        .map_err(anyhow::Error::msg)?;
-    let mut worker = Worker::new(mailer, webhooks, config.cap);
-    worker.lease = config.delivery.lease;
+    let links = crate::deliver::unsubscribe_links(public, secret.clone());
+    let runner = Arc::new(Runner::new(
+        store,
+        Engine::new(config.clone(), links.clone()),
+    ));
 
     let counters = Arc::new(Counters::default());
     let wake_engine = Arc::new(Notify::new());
     let wake_worker = Arc::new(Notify::new());
+
+    // The file source: what was added while we were stopped, before serving.
+    let files = Files::new(&config);
+    files
+        .sync(&runner, &counters, true)
+        .await
+        .context("while reading the file source")?;
+
+    let worker = Arc::new(RwLock::new(Arc::new(worker_for(&config)?)));
+    let (ingest_tx, ingest_rx) = mpsc::channel(1024);
     let ready = Arc::new(AtomicBool::new(false));
     let state = Arc::new(ApiState {
         runner: runner.clone(),
         wake: wake_engine.clone(),
-        token: config.http.token.clone(),
+        ingest: ingest_tx,
         secret,
         ready: ready.clone(),
         counters: counters.clone(),
@@ -154,37 +184,389 @@ pub async fn serve<S: Store + 'static>(
         })
         .await
         .context("while listening for other instances")?;
-    let maintenance = tokio::spawn(crate::maintain::maintenance_loop(
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(crate::maintain::maintenance_loop(
         runner.clone(),
         config.retention,
         config.cap.map(|c| c.per.span()).unwrap_or_default(),
         shutdown.clone(),
     ));
+    tasks.spawn(ingest_loop(
+        runner.clone(),
+        ingest_rx,
+        wake_engine.clone(),
+        counters.clone(),
+    ));
     let engine_loop = tokio::spawn(engine_loop(
         runner.clone(),
-        wake_engine,
+        wake_engine.clone(),
         wake_worker.clone(),
         counters.clone(),
         shutdown.clone(),
     ));
     let worker_loop = tokio::spawn(worker_loop(
         runner.clone(),
-        worker,
-        wake_worker,
-        counters,
+        worker.clone(),
+        wake_worker.clone(),
+        counters.clone(),
         shutdown.clone(),
     ));
+    if files.any() {
+        let (runner, counters, wake, shutdown) = (
+            runner.clone(),
+            counters.clone(),
+            wake_engine.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                }
+                match files.sync(&runner, &counters, false).await {
+                    Ok(true) => wake.notify_one(),
+                    Ok(false) => {}
+                    Err(e) => error!(error = %format!("{e:#}"), "file source"),
+                }
+            }
+        });
+    }
+    tasks.spawn(reload_loop(
+        runner.clone(),
+        worker.clone(),
+        links,
+        control.clone(),
+        wake_engine.clone(),
+        wake_worker.clone(),
+    ));
+    if control.systemd {
+        tasks.spawn(watchdog(runner.clone(), shutdown.clone()));
+    }
+    tasks.close();
+
     ready.store(true, Ordering::Release);
-    eprintln!("touchpilot: serving on {}", listener.local_addr()?);
+    notify(&control, &[sd_notify::NotifyState::Ready]);
+    info!(
+        address = %listener.local_addr()?,
+        playbooks = config.playbooks.len(),
+        "serving"
+    );
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("while serving HTTP")?;
-    engine_loop.await.context("engine loop")??;
-    worker_loop.await.context("delivery loop")??;
-    maintenance.await.context("maintenance loop")??;
-    eprintln!("touchpilot: stopped");
+    notify(&control, &[sd_notify::NotifyState::Stopping]);
+    info!("stopping: finishing deliveries in flight");
+    let grace = std::time::Duration::try_from(config.delivery.shutdown_grace).unwrap_or_default();
+    let drained = tokio::time::timeout(grace, async {
+        let e = engine_loop.await;
+        let w = worker_loop.await;
+        (e, w)
+    })
+    .await;
+    match drained {
+        Ok((e, w)) => {
+            e.context("engine loop")??;
+            w.context("delivery loop")??;
+        }
+        Err(_) => warn!(
+            grace = %format!("{:#}", config.delivery.shutdown_grace),
+            "deliveries still in flight after the grace period; they will be retried (same Message-ID and webhook-id) after their lease"
+        ),
+    }
+    tasks.wait().await;
+    info!("stopped");
     Ok(())
+}
+
+fn notify(control: &Control, state: &[sd_notify::NotifyState<'_>]) {
+    if control.systemd
+        && let Err(e) = sd_notify::notify(state)
+    {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Tells systemd's watchdog we are alive, as long as the store answers:
+/// a daemon whose database hangs is restarted rather than kept.
+async fn watchdog<S: Store + 'static>(runner: Arc<Runner<S>>, shutdown: CancellationToken) {
+    let Some(timeout) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = timeout / 2;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match tokio::time::timeout(every, runner.store.next_due()).await {
+            Ok(Ok(_)) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Ok(Err(e)) => warn!(error = %e, "watchdog: the store failed; not pinging"),
+            Err(_) => warn!("watchdog: the store did not answer; not pinging"),
+        }
+    }
+}
+
+/// SIGHUP: loads the configuration again; when it is valid, swaps the
+/// engine and the senders, then evaluates every account under the new
+/// playbooks. When it is not, says why and keeps running the old one.
+async fn reload_loop<S: Store + 'static>(
+    runner: Arc<Runner<S>>,
+    worker: Arc<RwLock<Arc<Worker>>>,
+    links: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    control: Control,
+    wake_engine: Arc<Notify>,
+    wake_worker: Arc<Notify>,
+) {
+    loop {
+        tokio::select! {
+            _ = control.shutdown.cancelled() => return,
+            _ = control.reload.notified() => {}
+        }
+        let path = runner.engine().config.path.clone();
+        // systemd 253+ wants the clock with RELOADING; older ones ignore it.
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&control, &[sd_notify::NotifyState::Reloading, now]),
+            Err(_) => notify(&control, &[sd_notify::NotifyState::Reloading]),
+        }
+        info!(config = %path.display(), "reloading");
+        let old = runner.engine().config;
+        match crate::config::load(&path, &crate::config::process_env) {
+            Err(diags) => {
+                for d in &diags {
+                    error!(problem = %d, "reload refused");
+                }
+                error!(
+                    errors = diags.iter().filter(|d| d.is_error()).count(),
+                    "reload refused: the configuration is invalid; still running the previous one"
+                );
+            }
+            Ok((new, warnings)) => {
+                for w in &warnings {
+                    warn!(problem = %w, "reload");
+                }
+                for (what, before, after) in [
+                    ("store", &old.store, &new.store),
+                    (
+                        "http.listen",
+                        &old.http.listen.clone().unwrap_or_default(),
+                        &new.http.listen.clone().unwrap_or_default(),
+                    ),
+                ] {
+                    if before != after {
+                        warn!(setting = what, "changed; takes effect at the next restart");
+                    }
+                }
+                match worker_for(&new) {
+                    Err(e) => {
+                        error!(error = %format!("{e:#}"), "reload refused; still running the previous configuration")
+                    }
+                    Ok(w) => {
+                        let new = Arc::new(new);
+                        *worker.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(w);
+                        runner.set_engine(Engine::new(new.clone(), links.clone()));
+                        info!(playbooks = new.playbooks.len(), "reloaded");
+                        match runner.reevaluate_all(Timestamp::now(), BATCH).await {
+                            Ok(p) => info!(
+                                accounts = p.steps,
+                                moments_fired = p.fired,
+                                "accounts evaluated under the new playbooks"
+                            ),
+                            Err(e) => error!(error = %e, "re-evaluating accounts after reload"),
+                        }
+                        wake_engine.notify_one();
+                        wake_worker.notify_one();
+                    }
+                }
+            }
+        }
+        notify(&control, &[sd_notify::NotifyState::Ready]);
+    }
+}
+
+/// A request's events waiting for the group commit, and where to answer.
+pub type IngestRequest = (Vec<Event>, oneshot::Sender<Result<Ingested, String>>);
+
+/// Group commit: every request that arrived while the previous commit
+/// was running is stored by the next one, in one transaction; each still
+/// gets its own answer, and each is still all or nothing.
+async fn ingest_loop<S: Store + 'static>(
+    runner: Arc<Runner<S>>,
+    mut rx: mpsc::Receiver<IngestRequest>,
+    wake: Arc<Notify>,
+    counters: Arc<Counters>,
+) {
+    const MAX_EVENTS: usize = 20_000;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let mut events = group[0].0.len();
+        while events < MAX_EVENTS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    events += r.0.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<Vec<Event>>, Vec<_>) = group.into_iter().unzip();
+        match runner.store.ingest_many(&batches, Timestamp::now()).await {
+            Ok(results) => {
+                for (n, reply) in results.into_iter().zip(replies) {
+                    counters
+                        .events_accepted
+                        .fetch_add(n.accepted as u64, Ordering::Relaxed);
+                    counters
+                        .events_duplicate
+                        .fetch_add(n.duplicates as u64, Ordering::Relaxed);
+                    let _ = reply.send(Ok(n));
+                }
+                wake.notify_one();
+            }
+            Err(e) => {
+                error!(error = %e, "storing events");
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The file source's two files, followed as they grow.
+struct Files {
+    accounts: Option<PathBuf>,
+    events: Option<PathBuf>,
+}
+
+impl Files {
+    fn new(config: &Config) -> Files {
+        Files {
+            accounts: config.sources.accounts.clone(),
+            events: config.sources.events.clone(),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.accounts.is_some() || self.events.is_some()
+    }
+
+    /// Reads what the files gained since the saved positions; returns
+    /// whether anything was taken in. At the very first start, accounts
+    /// enter silently (a first deployment greets nobody); accounts added
+    /// or changed later enter or move live, like `PUT /v1/accounts`.
+    async fn sync<S: Store>(
+        &self,
+        runner: &Runner<S>,
+        counters: &Counters,
+        starting: bool,
+    ) -> anyhow::Result<bool> {
+        let mut any = false;
+        if let Some(path) = &self.accounts {
+            let name = format!("file:{}", path.display());
+            let saved = runner.store.cursor(&name).await?;
+            match saved.as_deref().and_then(Position::decode) {
+                None => {
+                    let accounts = jsonl::read_accounts(path).with_context(|| {
+                        format!("while reading accounts from {}", path.display())
+                    })?;
+                    let end = follow::read_new(path, Position::default(), u64::MAX)?.to;
+                    let n = accounts.len();
+                    let p = runner
+                        .seed(accounts, Timestamp::now())
+                        .await
+                        .context("while admitting the accounts")?;
+                    runner
+                        .store
+                        .ingest_at_cursor(&[], Timestamp::now(), &name, &end.encode())
+                        .await?;
+                    info!(file = %path.display(), accounts = n, admitted = p.steps, "accounts read (first start: entered silently)");
+                    any = true;
+                }
+                Some(from) => {
+                    let new = follow::read_new(path, from, 4 << 20)?;
+                    if new.rotated {
+                        warn!(file = %path.display(), "the accounts file is shorter than before: reading it again from the start");
+                    }
+                    for (n, line) in &new.lines {
+                        match jsonl::parse_account(path, *n, line) {
+                            Ok(a) => {
+                                let p = runner.put_account(a, Timestamp::now()).await?;
+                                log_problems(&p);
+                            }
+                            Err(e) => {
+                                counters.source_rejected.fetch_add(1, Ordering::Relaxed);
+                                error!(problem = %e, "account line skipped");
+                            }
+                        }
+                    }
+                    if new.to != from {
+                        runner
+                            .store
+                            .ingest_at_cursor(&[], Timestamp::now(), &name, &new.to.encode())
+                            .await?;
+                        any |= !new.lines.is_empty();
+                    }
+                }
+            }
+        }
+        if let Some(path) = &self.events {
+            let name = format!("file:{}", path.display());
+            let mut from = runner
+                .store
+                .cursor(&name)
+                .await?
+                .as_deref()
+                .and_then(Position::decode)
+                .unwrap_or_default();
+            loop {
+                let new = follow::read_new(path, from, 8 << 20)
+                    .with_context(|| format!("while reading events from {}", path.display()))?;
+                if new.rotated {
+                    warn!(file = %path.display(), "the events file is shorter than before: reading it again from the start (events with an id are not taken twice)");
+                }
+                if new.to == from {
+                    break;
+                }
+                let mut events = Vec::with_capacity(new.lines.len());
+                for (n, line) in &new.lines {
+                    match jsonl::parse_event(path, *n, line) {
+                        Ok(e) => events.push(e),
+                        Err(e) => {
+                            counters.source_rejected.fetch_add(1, Ordering::Relaxed);
+                            error!(problem = %e, "event line skipped");
+                        }
+                    }
+                }
+                let n = runner
+                    .store
+                    .ingest_at_cursor(&events, Timestamp::now(), &name, &new.to.encode())
+                    .await
+                    .context("while storing events from the file source")?;
+                counters
+                    .events_accepted
+                    .fetch_add(n.accepted as u64, Ordering::Relaxed);
+                counters
+                    .events_duplicate
+                    .fetch_add(n.duplicates as u64, Ordering::Relaxed);
+                if starting || n.accepted > 0 {
+                    info!(file = %path.display(), accepted = n.accepted, duplicates = n.duplicates, "events read");
+                }
+                any |= n.accepted > 0;
+                from = new.to;
+            }
+        }
+        Ok(any)
+    }
+}
+
+fn log_problems(p: &Progress) {
+    for problem in &p.problems {
+        warn!(%problem, "engine");
+    }
 }
 
 /// Sleeps until `until` (at most `MAX_SLEEP`), a wake-up, or shutdown;
@@ -214,26 +596,26 @@ async fn engine_loop<S: Store + 'static>(
     loop {
         let now = Timestamp::now();
         let mut planned = 0;
-        for progress in [
-            runner.apply_pending(now, 1000).await,
-            runner.run_due(now, 1000).await,
+        let mut full = false;
+        for (what, progress) in [
+            ("events", runner.apply_pending(now, BATCH).await),
+            ("timers", runner.run_due(now, BATCH).await),
         ] {
             match progress {
                 Ok(p) => {
                     planned += p.actions;
-                    counters.steps.fetch_add(p.steps as u64, Ordering::Relaxed);
-                    counters
-                        .actions_planned
-                        .fetch_add(p.actions as u64, Ordering::Relaxed);
-                    for problem in p.problems {
-                        eprintln!("touchpilot: warning: {problem}");
-                    }
+                    full |= p.steps >= BATCH as usize;
+                    counters.record(&p);
+                    log_problems(&p);
                 }
-                Err(e) => eprintln!("touchpilot: error: engine step: {e}"),
+                Err(e) => error!(error = %e, step = what, "engine step failed; will retry"),
             }
         }
         if planned > 0 {
             wake_worker.notify_one();
+        }
+        if full && !shutdown.is_cancelled() {
+            continue;
         }
         let next_event = runner
             .store
@@ -251,41 +633,32 @@ async fn engine_loop<S: Store + 'static>(
 
 async fn worker_loop<S: Store + 'static>(
     runner: Arc<Runner<S>>,
-    worker: Worker,
+    worker: Arc<RwLock<Arc<Worker>>>,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
+        let current = worker.read().unwrap_or_else(|e| e.into_inner()).clone();
         let stop = || shutdown.is_cancelled();
-        match worker
-            .deliver_due(&runner.store, Timestamp::now(), 100, &stop)
+        match current
+            .deliver_due(&runner.store, Timestamp::now(), DELIVERY_BATCH, &stop)
             .await
         {
             Ok(d) => {
-                counters
-                    .delivered_missed
-                    .fetch_add(d.missed as u64, Ordering::Relaxed);
-                counters
-                    .delivered_sent
-                    .fetch_add(d.sent as u64, Ordering::Relaxed);
-                counters
-                    .delivered_retried
-                    .fetch_add(d.retried as u64, Ordering::Relaxed);
-                counters
-                    .delivered_dead
-                    .fetch_add(d.dead as u64, Ordering::Relaxed);
-                counters
-                    .delivered_suppressed
-                    .fetch_add(d.suppressed as u64, Ordering::Relaxed);
+                counters.delivered(&d);
+                for (key, error) in d.errors.iter().take(5) {
+                    warn!(outbox = %key, %error, "delivery failed");
+                }
                 // A full batch: more may be due right now.
-                if d.sent + d.retried + d.dead + d.suppressed + d.missed + d.fenced >= 100
-                    && !shutdown.is_cancelled()
-                {
+                if d.total() >= DELIVERY_BATCH as usize && !shutdown.is_cancelled() {
                     continue;
                 }
             }
-            Err(e) => eprintln!("touchpilot: error: delivery: {e}"),
+            Err(e) => error!(error = %e, "delivery"),
+        }
+        if shutdown.is_cancelled() {
+            return Ok(());
         }
         let next = runner.store.next_outbox_at(KINDS).await.ok().flatten();
         if !pause(next, &wake, &shutdown).await {

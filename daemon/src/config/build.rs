@@ -14,7 +14,8 @@ use super::duration::{self, Duration};
 use super::playbook::{ActionSpec, EventMatchSpec, MomentSpec, PlaybookSpec, TriggerSpec};
 use super::spanned::{Scalar, Sp};
 use super::{
-    Cap, Config, Connector, Delivery, Email, FileSources, Http, Loaded, Webhook, parse, resolve,
+    Cap, Config, Connector, Delivery, Email, FileSources, Http, Inbound, Loaded, Log, Webhook,
+    parse, resolve,
 };
 use crate::evaluate::cel::Cond;
 use crate::model::playbook::{
@@ -199,16 +200,30 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             })
         });
 
-    let mut delivery = Delivery::default();
-    if let Some(d) = &spec.delivery {
-        for (field, slot) in [(&d.lease, &mut delivery.lease)] {
-            if let Some(v) = field {
-                match duration::interval(v.get()) {
-                    Ok(i) => *slot = i,
-                    Err(e) => sink.error(v.pos(), e),
-                }
-            }
+    let mut inbound = BTreeMap::new();
+    for (name, i) in &spec.inbound {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !ok {
+            sink.error(
+                i.account.pos(),
+                format!("inbound name `{name}` must be letters, digits, `-` or `_` (it is a URL path segment)"),
+            );
         }
+        inbound.insert(
+            name.clone(),
+            Inbound {
+                account: i.account.get().clone(),
+                kind: i
+                    .kind
+                    .as_ref()
+                    .map_or("type".to_string(), |k| k.get().clone()),
+                id: i.id.as_ref().map(|v| v.get().clone()),
+                at: i.at.as_ref().map(|v| v.get().clone()),
+            },
+        );
     }
     let mut retention = crate::maintain::DEFAULT_RETENTION;
     if let Some(v) = &spec.retention {
@@ -220,6 +235,49 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             ),
             Err(e) => sink.error(v.pos(), e),
         }
+    }
+    let mut delivery = Delivery::default();
+    if let Some(d) = &spec.delivery {
+        for (field, slot) in [
+            (&d.grace, &mut delivery.grace),
+            (&d.give_up_after, &mut delivery.give_up_after),
+            (&d.first_retry, &mut delivery.first_retry),
+            (&d.max_retry, &mut delivery.max_retry),
+            (&d.timeout, &mut delivery.timeout),
+            (&d.lease, &mut delivery.lease),
+            (&d.shutdown_grace, &mut delivery.shutdown_grace),
+        ] {
+            if let Some(v) = field {
+                match duration::interval(v.get()) {
+                    Ok(i) => *slot = i,
+                    Err(e) => sink.error(v.pos(), e),
+                }
+            }
+        }
+        if let Some(c) = &d.concurrency {
+            if *c.get() == 0 {
+                sink.error(c.pos(), "`concurrency` must be at least 1");
+            }
+            delivery.concurrency = (*c.get()).max(1) as usize;
+        }
+        if delivery.first_retry > delivery.max_retry
+            && let Some(v) = &d.first_retry
+        {
+            sink.error(
+                v.pos(),
+                "`first_retry` is longer than `max_retry`: retries would never grow",
+            );
+        }
+    }
+    let mut log = Log::default();
+    if let Some(l) = &spec.log {
+        if let Some(f) = &l.format {
+            match f.get().parse() {
+                Ok(v) => log.format = v,
+                Err(e) => sink.error(f.pos(), e),
+            }
+        }
+        log.level = l.level.as_ref().map(|v| v.get().clone());
     }
 
     // Templates before playbooks: actions are checked against them.
@@ -361,8 +419,10 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             email,
             webhooks,
             connectors,
+            inbound,
             cap,
             delivery,
+            log,
             retention,
         },
         diags,

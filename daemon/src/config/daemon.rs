@@ -22,9 +22,9 @@ pub struct DaemonSpec {
     /// `sqlite:PATH` (default `sqlite:touchpilot.db`) or `postgres://...`
     /// (any number of daemons may share one PostgreSQL database).
     pub store: Option<Sp<String>>,
-    /// How long delivery records and applied events are kept in full before
-    /// they are folded into per-day counts, such as `90d` (the default).
-    /// Never shorter, in effect, than the frequency cap's window.
+    /// How long delivery records, applied events and traces are kept in
+    /// full before they are folded into per-day counts, such as `90d` (the
+    /// default). Never shorter, in effect, than the frequency cap's window.
     pub retention: Option<Sp<Scalar>>,
     /// The HTTP API.
     pub http: Option<HttpSpec>,
@@ -38,10 +38,16 @@ pub struct DaemonSpec {
     /// Named connector plugins that playbooks refer to.
     #[serde(default)]
     pub connectors: BTreeMap<String, ConnectorSpec>,
+    /// Endpoints that take another system's JSON as events:
+    /// `POST /v1/inbound/NAME`, each body mapped by the fields named here.
+    #[serde(default)]
+    pub inbound: BTreeMap<String, InboundSpec>,
     /// Frequency caps.
     pub limits: Option<LimitsSpec>,
     /// Retries, lateness and timeouts of deliveries.
     pub delivery: Option<DeliverySpec>,
+    /// Logging of `touchpilot run`.
+    pub log: Option<LogSpec>,
 }
 
 /// Durations here are written as a number and a unit: `500ms`, `30s`,
@@ -49,9 +55,40 @@ pub struct DaemonSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySpec {
+    /// A moment that fell due while the daemon was down (or an action whose
+    /// first try comes later than this after it was due) is recorded as
+    /// missed instead of sent. Default `1h`.
+    pub grace: Option<Sp<Scalar>>,
+    /// Retryable failures are retried for this long after the first
+    /// attempt, then dead-lettered. Default `3d`.
+    pub give_up_after: Option<Sp<Scalar>>,
+    /// The first retry's delay; each next one doubles, with ±20% jitter.
+    /// Default `30s`.
+    pub first_retry: Option<Sp<Scalar>>,
+    /// The longest delay between two retries. Default `1h`.
+    pub max_retry: Option<Sp<Scalar>>,
+    /// Timeout of one webhook request or SMTP exchange. Default `10s`.
+    pub timeout: Option<Sp<Scalar>>,
     /// How long a claim is held before another worker may take the row
     /// over (a crashed worker's rows are retried after it). Default `5m`.
     pub lease: Option<Sp<Scalar>>,
+    /// On SIGTERM, how long in-flight deliveries may take to finish.
+    /// Default `30s`.
+    pub shutdown_grace: Option<Sp<Scalar>>,
+    /// Deliveries in flight at once (SMTP connections, webhook requests).
+    /// Default `16`.
+    pub concurrency: Option<Sp<u32>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    /// `text` (the default), `json` (one object per line) or `journald`.
+    /// The `--log-format` flag overrides it.
+    pub format: Option<Sp<String>>,
+    /// A filter such as `info` or `touchpilot=debug`. The `TOUCHPILOT_LOG`
+    /// environment variable overrides it. Default `info`.
+    pub level: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -110,6 +147,23 @@ pub struct ConnectorSpec {
     /// The connector's own configuration, passed to it as JSON.
     #[schemars(with = "Option<serde_json::Value>")]
     pub config: Option<Sp<serde_json::Value>>,
+}
+
+/// How a foreign JSON object becomes an event. Each value names a
+/// top-level field of the posted object; the whole object becomes the
+/// event's `data`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSpec {
+    /// The field holding the account id.
+    pub account: Sp<String>,
+    /// The field holding the event type. Default `type`.
+    #[serde(rename = "type")]
+    pub kind: Option<Sp<String>>,
+    /// The field holding a unique id (events with one are deduplicated).
+    pub id: Option<Sp<String>>,
+    /// The field holding when it happened (RFC 3339); receipt time otherwise.
+    pub at: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

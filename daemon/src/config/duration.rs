@@ -240,4 +240,17 @@ mod tests {
             let _ = parse_signed(&s);
         }
     }
+
+    #[test]
+    fn intervals_take_a_unit_and_reject_the_rest() {
+        assert_eq!(
+            interval("500ms"),
+            Ok(jiff::SignedDuration::from_millis(500))
+        );
+        assert_eq!(interval("30s"), Ok(jiff::SignedDuration::from_secs(30)));
+        assert_eq!(interval("3d"), Ok(jiff::SignedDuration::from_hours(72)));
+        for bad in ["", "30", "s", "1w", "-1s", "1.5h"] {
+            assert!(interval(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -41,24 +41,12 @@ pub struct Config {
     pub email: Email,
     pub webhooks: BTreeMap<String, Webhook>,
     pub connectors: BTreeMap<String, Connector>,
+    pub inbound: BTreeMap<String, Inbound>,
     pub cap: Option<Cap>,
     pub delivery: Delivery,
+    pub log: Log,
     /// History kept in full before compaction into per-day counts.
     pub retention: jiff::SignedDuration,
-}
-
-/// Delivery settings (`delivery:`), with their defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    pub lease: jiff::SignedDuration,
-}
-
-impl Default for Delivery {
-    fn default() -> Delivery {
-        Delivery {
-            lease: jiff::SignedDuration::from_mins(5),
-        }
-    }
 }
 
 impl Config {
@@ -99,6 +87,105 @@ pub struct Connector {
     pub config: serde_json::Value,
 }
 
+/// A mapped inbound endpoint: the names of the fields that give an
+/// event's account, type, id and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub account: String,
+    pub kind: String,
+    pub id: Option<String>,
+    pub at: Option<String>,
+}
+
+impl Inbound {
+    /// The event a posted object stands for; errors name the field.
+    pub fn event(&self, object: &serde_json::Value) -> Result<crate::model::event::Event, String> {
+        let Some(map) = object.as_object() else {
+            return Err("the body must be a JSON object (or an array of them)".to_string());
+        };
+        let mut e = serde_json::Map::new();
+        let fields = [
+            ("account", Some(&self.account)),
+            ("type", Some(&self.kind)),
+            ("id", self.id.as_ref()),
+            ("at", self.at.as_ref()),
+        ];
+        for (to, from) in fields {
+            let Some(from) = from else { continue };
+            match map.get(from) {
+                Some(v) => {
+                    e.insert(to.into(), v.clone());
+                }
+                None if matches!(to, "account" | "type") => {
+                    return Err(format!("missing field `{from}` (the event's {to})"));
+                }
+                None => {}
+            }
+        }
+        e.insert("data".into(), object.clone());
+        crate::model::event::Event::from_json(&serde_json::Value::Object(e))
+            .map_err(|m| format!("{m} (mapped from the fields of the body)"))
+    }
+}
+
+/// Delivery settings (`delivery:`), with their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub grace: jiff::SignedDuration,
+    pub give_up_after: jiff::SignedDuration,
+    pub first_retry: jiff::SignedDuration,
+    pub max_retry: jiff::SignedDuration,
+    pub timeout: jiff::SignedDuration,
+    pub lease: jiff::SignedDuration,
+    pub shutdown_grace: jiff::SignedDuration,
+    pub concurrency: usize,
+}
+
+impl Default for Delivery {
+    fn default() -> Delivery {
+        use jiff::SignedDuration as D;
+        Delivery {
+            grace: D::from_hours(1),
+            give_up_after: D::from_hours(72),
+            first_retry: D::from_secs(30),
+            max_retry: D::from_hours(1),
+            timeout: D::from_secs(10),
+            lease: D::from_mins(5),
+            shutdown_grace: D::from_secs(30),
+            concurrency: 16,
+        }
+    }
+}
+
+/// How `touchpilot run` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+    Journald,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            "journald" => Ok(LogFormat::Journald),
+            _ => Err(format!(
+                "unknown log format `{s}`: expected `text`, `json` or `journald`"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: Option<String>,
+}
+
 /// The per-contact frequency cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cap {
@@ -109,9 +196,18 @@ pub struct Cap {
 /// The outcome of loading: a configuration and its warnings, or every error.
 pub type Loaded = Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>>;
 
-/// Reads the process environment for `${VAR}`.
+/// Resolves `${VAR}`: the process environment, then the file `VAR` in
+/// systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`), trailing
+/// newline removed.
 pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    std::env::var(name).ok().or_else(|| {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return None;
+        }
+        let text = std::fs::read_to_string(Path::new(&dir).join(name)).ok()?;
+        Some(text.trim_end_matches(['\n', '\r']).to_string())
+    })
 }
 
 /// A path from the configuration, relative to the configuration's folder.

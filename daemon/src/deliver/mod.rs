@@ -15,6 +15,9 @@ pub enum SendError {
     Retryable(String),
     #[error("{0}")]
     Fatal(String),
+    /// The endpoint answered `410 Gone`: fatal, and nothing more goes to it.
+    #[error("{0}")]
+    Gone(String),
 }
 
 use std::collections::{HashMap, VecDeque};

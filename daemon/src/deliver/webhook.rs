@@ -1,9 +1,12 @@
 //! Webhook delivery: the rendered JSON body POSTed to a named endpoint,
 //! signed in the Standard Webhooks style when the endpoint has a secret,
 //! with an id fixed when the action was recorded. Redirects are never
-//! followed.
+//! followed. Private and loopback addresses are refused when connecting
+//! (after name resolution, so a name that resolves to one is refused too)
+//! unless the endpoint says `allow_private: true`.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,8 +19,88 @@ use super::SendError;
 use crate::config::Webhook;
 
 pub struct Webhooks {
-    client: reqwest::Client,
+    /// Connects to public addresses only.
+    public: reqwest::Client,
+    /// For endpoints with `allow_private: true`.
+    any: reqwest::Client,
     endpoints: BTreeMap<String, Webhook>,
+}
+
+/// Addresses a webhook may reach only when its endpoint allows private
+/// ones: loopback, private networks, link-local (cloud metadata services
+/// live there), carrier-grade NAT, unspecified, multicast and broadcast.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Why a connection was refused: the name resolved to private addresses only.
+#[derive(Debug, thiserror::Error)]
+#[error("`{host}` resolves to {addr}, a private or loopback address")]
+struct PrivateAddress {
+    host: String,
+    addr: IpAddr,
+}
+
+/// The resolver of the public client: drops private addresses, and fails
+/// when nothing else is left. Checked at connect time, the answer cannot
+/// change between the check and the connection (DNS rebinding).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            match (public.is_empty(), all.first()) {
+                (true, Some(first)) => Err(Box::new(PrivateAddress {
+                    host,
+                    addr: first.ip(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>),
+                _ => Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
+    }
+}
+
+/// The refusal of a private address, if that is what `e` is.
+fn refused(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(p) = s.downcast_ref::<PrivateAddress>() {
+            return Some(p.to_string());
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The `webhook-id` of a payload: its message id without brackets.
@@ -50,13 +133,23 @@ impl Webhooks {
         timeout: Duration,
     ) -> Result<Webhooks, String> {
         crate::tls::init();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .user_agent(concat!("touchpilot/", env!("CARGO_PKG_VERSION")))
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(timeout)
+                .pool_max_idle_per_host(64)
+                .user_agent(concat!("touchpilot/", env!("CARGO_PKG_VERSION")))
+        };
+        let public = builder()
+            .dns_resolver(std::sync::Arc::new(PublicOnly))
             .build()
             .map_err(|e| format!("http client: {e}"))?;
-        Ok(Webhooks { client, endpoints })
+        let any = builder().build().map_err(|e| format!("http client: {e}"))?;
+        Ok(Webhooks {
+            public,
+            any,
+            endpoints,
+        })
     }
 
     pub async fn send(&self, payload: &Value, now: Timestamp) -> Result<(), SendError> {
@@ -72,8 +165,24 @@ impl Webhooks {
             .expect("JSON serializes");
         let id = webhook_id(payload);
         let ts = now.as_second();
-        let mut req = self
-            .client
+        let client = if endpoint.allow_private {
+            &self.any
+        } else {
+            // An address written in the URL is never resolved: check it here.
+            let literal = reqwest::Url::parse(&endpoint.url).ok().and_then(|u| {
+                u.host_str()?
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .ok()
+            });
+            if let Some(ip) = literal.filter(|ip| is_private(*ip)) {
+                return Err(SendError::Fatal(format!(
+                    "webhook `{name}`: {ip} is a private or loopback address; set `allow_private: true` on the endpoint to allow it"
+                )));
+            }
+            &self.public
+        };
+        let mut req = client
             .post(&endpoint.url)
             .header("content-type", "application/json")
             .header("webhook-id", &id)
@@ -82,6 +191,11 @@ impl Webhooks {
             req = req.header("webhook-signature", signature(secret, &id, ts, &body));
         }
         let response = req.body(body).send().await.map_err(|e| {
+            if let Some(why) = refused(&e) {
+                return SendError::Fatal(format!(
+                    "webhook `{name}`: {why}; set `allow_private: true` on the endpoint to allow it"
+                ));
+            }
             SendError::Retryable(format!(
                 "webhook `{name}`: {}",
                 if e.is_timeout() {
@@ -94,8 +208,8 @@ impl Webhooks {
         let status = response.status();
         match status.as_u16() {
             200..=299 => Ok(()),
-            410 => Err(SendError::Fatal(format!(
-                "webhook `{name}`: 410 gone, the endpoint no longer accepts deliveries"
+            410 => Err(SendError::Gone(format!(
+                "webhook `{name}`: 410 gone, the endpoint no longer accepts deliveries; it is disabled"
             ))),
             408 | 429 | 500..=599 => Err(SendError::Retryable(format!(
                 "webhook `{name}`: HTTP {status}"

@@ -4,13 +4,16 @@
 //! failures back off exponentially with jitter for up to `give_up_after`;
 //! fatal ones go to the dead letters with their reason.
 
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 use super::SendError;
 use super::email::Mailer;
 use super::webhook::Webhooks;
-use crate::config::Cap;
+use crate::config::{Cap, Delivery};
 use crate::store::{Claimed, Outcome, Result, Store};
 
 /// The kinds this worker delivers; connector rows wait for the plugin host.
@@ -20,12 +23,8 @@ pub struct Worker {
     pub mailer: Mailer,
     pub webhooks: Webhooks,
     pub cap: Option<Cap>,
-    pub lease: SignedDuration,
-    /// A row first tried longer than this after it was due is missed.
-    pub grace: SignedDuration,
-    pub first_retry: SignedDuration,
-    pub max_retry: SignedDuration,
-    pub give_up_after: SignedDuration,
+    /// Grace, retries, lease, concurrency.
+    pub delivery: Delivery,
 }
 
 /// How a batch went.
@@ -40,24 +39,30 @@ pub struct Delivered {
     pub released: usize,
     /// Claims that ended after their lease expired (another worker owns them).
     pub fenced: usize,
+    /// The last failures of the batch, for logs: (outbox key, error).
+    pub errors: Vec<(String, String)>,
+}
+
+impl Delivered {
+    /// Rows whose claim this batch ended, one way or another.
+    pub fn total(&self) -> usize {
+        self.sent + self.retried + self.dead + self.suppressed + self.missed + self.fenced
+    }
 }
 
 impl Worker {
-    pub fn new(mailer: Mailer, webhooks: Webhooks, cap: Option<Cap>) -> Worker {
+    pub fn new(mailer: Mailer, webhooks: Webhooks, cap: Option<Cap>, delivery: Delivery) -> Worker {
         Worker {
             mailer,
             webhooks,
             cap,
-            lease: SignedDuration::from_mins(5),
-            grace: SignedDuration::from_hours(1),
-            first_retry: SignedDuration::from_secs(30),
-            max_retry: SignedDuration::from_hours(1),
-            give_up_after: SignedDuration::from_hours(72),
+            delivery,
         }
     }
 
-    /// Delivers up to `batch` due rows. `stop` is asked before each send:
-    /// once it says yes, the remaining claims are handed back untried.
+    /// Delivers up to `batch` due rows, `delivery.concurrency` at a time,
+    /// and ends their claims in one commit. `stop` is asked before each
+    /// send: once it says yes, the remaining claims are handed back untried.
     pub async fn deliver_due<S: Store>(
         &self,
         store: &S,
@@ -65,24 +70,107 @@ impl Worker {
         batch: i64,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Delivered> {
-        let mut done = Delivered::default();
-        for claim in store.claim(KINDS, now, self.lease, batch).await? {
-            let outcome = if stop() {
-                Outcome::Released
-            } else {
-                self.outcome(store, &claim, now).await?
-            };
-            match &outcome {
-                Outcome::Sent => done.sent += 1,
-                Outcome::Retry { .. } => done.retried += 1,
-                Outcome::Dead { .. } => done.dead += 1,
-                Outcome::Suppressed { .. } => done.suppressed += 1,
-                Outcome::Missed { .. } => done.missed += 1,
-                Outcome::Released => done.released += 1,
+        let claims = store.claim(KINDS, now, self.delivery.lease, batch).await?;
+        if claims.is_empty() {
+            return Ok(Delivered::default());
+        }
+        let disabled: HashMap<String, String> = store
+            .disabled_endpoints()
+            .await?
+            .into_iter()
+            .map(|d| (d.name, d.reason))
+            .collect();
+        // Under a cap, one address's emails go one after the other, so each
+        // sees the ones before it; everything else goes out concurrently.
+        let mut chains: Vec<Vec<Claimed>> = Vec::new();
+        let mut by_address: HashMap<String, usize> = HashMap::new();
+        for claim in claims {
+            let address = (self.cap.is_some() && claim.kind == "email")
+                .then(|| claim.payload.get("to").and_then(Value::as_str))
+                .flatten()
+                .map(str::to_ascii_lowercase);
+            match address {
+                Some(a) => {
+                    let i = *by_address.entry(a).or_insert_with(|| {
+                        chains.push(Vec::new());
+                        chains.len() - 1
+                    });
+                    chains[i].push(claim);
+                }
+                None => chains.push(vec![claim]),
             }
-            if !store.finish(&claim.id, claim.token, &outcome, now).await? {
+        }
+        let gone = std::sync::Mutex::new(BTreeMap::<String, String>::new());
+        let results: Vec<Result<Vec<(Claimed, Outcome)>>> = futures_util::stream::iter(chains)
+            .map(|chain| {
+                let (disabled, gone) = (&disabled, &gone);
+                async move {
+                    let mut out = Vec::with_capacity(chain.len());
+                    // Emails of this chain that took a place under the cap
+                    // and then failed (their places are given back when
+                    // the batch's claims end).
+                    let mut failed_here = 0;
+                    for claim in chain {
+                        let outcome = if stop() {
+                            Outcome::Released
+                        } else {
+                            self.outcome(store, &claim, now, failed_here, disabled, gone)
+                                .await?
+                        };
+                        if matches!(outcome, Outcome::Retry { .. } | Outcome::Dead { .. })
+                            && self.capped(&claim)
+                        {
+                            failed_here += 1;
+                        }
+                        out.push((claim, outcome));
+                    }
+                    Ok(out)
+                }
+            })
+            .buffer_unordered(self.delivery.concurrency.max(1))
+            .collect()
+            .await;
+        let mut ended = Vec::new();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(v) => ended.extend(v),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        for (name, reason) in gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            store.disable_endpoint(&name, &reason, now).await?;
+        }
+        let mut done = Delivered::default();
+        let finished: Vec<(String, i64, Outcome)> = ended
+            .into_iter()
+            .map(|(claim, outcome)| {
+                match &outcome {
+                    Outcome::Sent => done.sent += 1,
+                    Outcome::Retry { error, .. } => {
+                        done.retried += 1;
+                        done.errors.push((claim.key.clone(), error.clone()));
+                    }
+                    Outcome::Dead { error } => {
+                        done.dead += 1;
+                        done.errors.push((claim.key.clone(), error.clone()));
+                    }
+                    Outcome::Suppressed { .. } => done.suppressed += 1,
+                    Outcome::Missed { .. } => done.missed += 1,
+                    Outcome::Released => done.released += 1,
+                }
+                (claim.id, claim.token, outcome)
+            })
+            .collect();
+        // Sends already happened: their claims end even when another
+        // claim's store read failed above.
+        for ok in store.finish_many(&finished, now).await? {
+            if !ok {
                 done.fenced += 1;
             }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(done)
     }
@@ -92,6 +180,9 @@ impl Worker {
         store: &S,
         claim: &Claimed,
         now: Timestamp,
+        failed_here: i64,
+        disabled: &HashMap<String, String>,
+        gone: &std::sync::Mutex<BTreeMap<String, String>>,
     ) -> Result<Outcome> {
         let p = &claim.payload;
         let due = p
@@ -99,29 +190,49 @@ impl Worker {
             .and_then(Value::as_str)
             .and_then(|a| a.parse::<Timestamp>().ok())
             .unwrap_or(now);
-        if claim.attempts == 1 && now.duration_since(due) > self.grace {
+        if claim.attempts == 1 && now.duration_since(due) > self.delivery.grace {
             return Ok(Outcome::Missed {
                 reason: format!(
                     "missed: due at {due}, more than {:#} before it could first be sent",
-                    self.grace
+                    self.delivery.grace
                 ),
             });
         }
         let result = if claim.kind == "email" {
-            if let Some(reason) = self.consent(store, claim, now).await? {
+            if let Some(reason) = self.consent(store, claim, now, failed_here).await? {
                 return Ok(Outcome::Suppressed {
                     reason: reason.to_string(),
                 });
             }
             self.mailer.send(p).await
         } else {
+            let endpoint = p.get("endpoint").and_then(Value::as_str).unwrap_or("");
+            let gone_now = gone
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(endpoint)
+                .cloned();
+            if let Some(reason) = disabled.get(endpoint).cloned().or(gone_now) {
+                return Ok(Outcome::Dead {
+                    error: format!(
+                        "webhook `{endpoint}` is disabled ({reason}); after fixing it, run `touchpilot endpoints enable {endpoint}` and retry the dead letters"
+                    ),
+                });
+            }
             self.webhooks.send(p, now).await
         };
         Ok(match result {
             Ok(()) => Outcome::Sent,
             Err(SendError::Fatal(error)) => Outcome::Dead { error },
+            Err(SendError::Gone(error)) => {
+                let endpoint = p.get("endpoint").and_then(Value::as_str).unwrap_or("");
+                gone.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(endpoint.to_string(), error.clone());
+                Outcome::Dead { error }
+            }
             Err(SendError::Retryable(error)) => {
-                if now.duration_since(due) >= self.give_up_after {
+                if now.duration_since(due) >= self.delivery.give_up_after {
                     Outcome::Dead {
                         error: format!("gave up after {} attempts: {error}", claim.attempts),
                     }
@@ -135,6 +246,16 @@ impl Worker {
         })
     }
 
+    /// Whether the cap applies to this claim (a contact's email from a
+    /// moment without `bypass_limits`, with a cap configured).
+    fn capped(&self, claim: &Claimed) -> bool {
+        let p = &claim.payload;
+        let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+        self.cap.is_some()
+            && claim.kind == "email"
+            && super::cap_applies(flag("contact"), flag("bypass_limits"))
+    }
+
     /// Unsubscribes and the cap, decided now: a link clicked after the
     /// moment fired, or other mail sent since, is honoured.
     async fn consent<S: Store>(
@@ -142,6 +263,7 @@ impl Worker {
         store: &S,
         claim: &Claimed,
         now: Timestamp,
+        failed_here: i64,
     ) -> Result<Option<&'static str>> {
         let p = &claim.payload;
         let to = p.get("to").and_then(Value::as_str).unwrap_or("");
@@ -164,10 +286,12 @@ impl Worker {
             && super::cap_applies(contact, bypass)
         {
             let since = now.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
-            // Counted now, atomically, so instances sharing the store
-            // cannot both take the last place; given back unless sent.
+            // Counted now, atomically, so instances sharing the store cannot
+            // both take the last place; given back unless sent. This chain's
+            // earlier emails that took a place and failed give theirs back
+            // only when the batch ends: they do not count meanwhile.
             if !store
-                .reserve_send(&claim.id, to, since, i64::from(cap.max), now)
+                .reserve_send(&claim.id, to, since, i64::from(cap.max) + failed_here, now)
                 .await?
             {
                 return Ok(Some("frequency_cap"));
@@ -180,8 +304,8 @@ impl Worker {
     /// so that retries of one outage do not arrive together.
     fn backoff(&self, attempts: i64) -> SignedDuration {
         let exp = attempts.clamp(1, 30) - 1;
-        let base = self.first_retry.as_secs_f64() * 2f64.powi(exp as i32);
-        let capped = base.min(self.max_retry.as_secs_f64());
+        let base = self.delivery.first_retry.as_secs_f64() * 2f64.powi(exp as i32);
+        let capped = base.min(self.delivery.max_retry.as_secs_f64());
         let jitter = 0.8 + 0.4 * (uuid::Uuid::now_v7().as_u128() as u32 as f64 / u32::MAX as f64);
         SignedDuration::from_secs_f64(capped * jitter)
     }

@@ -109,6 +109,57 @@ pub struct Step {
     /// Events this step applied.
     pub applied: Vec<i64>,
     pub outbox: Vec<NewOutbox>,
+    /// The engine's decisions, for `touchpilot trace`.
+    pub trace: Vec<TraceEntry>,
+}
+
+/// One decision taken for an account: entered or left a segment, a moment
+/// fired or skipped (and why), a milestone reached, a problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEntry {
+    pub at: Timestamp,
+    /// `entered`, `exited`, `fired`, `skipped`, `reached` or `problem`.
+    pub kind: String,
+    /// The details, as JSON (playbook, moment, reason, actions...).
+    pub detail: Value,
+}
+
+/// An outbox row with its id, as the dead-letter list and trace show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub id: String,
+    pub row: OutboxRow,
+    /// When its state last changed.
+    pub updated: Timestamp,
+}
+
+/// A webhook endpoint that answered `410 Gone`: nothing more is sent to it
+/// until it is enabled again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisabledEndpoint {
+    pub name: String,
+    pub reason: String,
+    pub at: Timestamp,
+}
+
+/// The figures of `touchpilot status` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Outbox rows by state.
+    pub pending: i64,
+    pub sending: i64,
+    pub sent: i64,
+    pub dead: i64,
+    pub suppressed: i64,
+    pub missed: i64,
+    /// When the oldest pending row became due (its age is the backlog).
+    pub oldest_pending: Option<Timestamp>,
+    pub accounts: i64,
+    /// Accounts whose timers are due now.
+    pub due_accounts: i64,
+    pub next_due: Option<Timestamp>,
+    /// Accepted events not yet applied.
+    pub events_pending: i64,
 }
 
 /// A claimed outbox row. `token` fences the claim: once the lease has
@@ -201,6 +252,8 @@ pub struct Maintained {
     pub events_compacted: usize,
     /// Send records older than any cap window still needs.
     pub sends_pruned: usize,
+    /// Trace rows (decisions) older than the horizon, dropped.
+    pub traces_pruned: usize,
     pub more: bool,
 }
 
@@ -359,7 +412,8 @@ pub trait Store: Send + Sync {
     /// One maintenance pass, by one instance at a time: makes `sending`
     /// rows whose lease expired at `now` pending again, and folds history
     /// older than `before` (finished outbox rows, applied events) into
-    /// per-day counts, dropping send records older than `before`. Each
+    /// per-day counts, dropping send records and trace rows older than
+    /// `before`. Each
     /// pass is bounded; `more` asks for another.
     fn maintain(
         &self,
@@ -377,4 +431,95 @@ pub trait Store: Send + Sync {
         let _ = wakers;
         async { Ok(()) }
     }
+
+    /// Several requests' events in one commit (group commit): each batch is
+    /// still all or nothing, and the answer is per batch, in order. An id
+    /// repeated across batches is a duplicate in the later one.
+    fn ingest_many(
+        &self,
+        batches: &[Vec<Event>],
+        received: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Ingested>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(batches.len());
+            for b in batches {
+                out.push(self.ingest(b, received).await?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// A source's saved position (a file offset, a connector's cursor).
+    fn cursor(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Accepts events and moves a source's cursor in one commit, so that a
+    /// restart neither reads them again nor skips any.
+    fn ingest_at_cursor(
+        &self,
+        events: &[Event],
+        received: Timestamp,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<Ingested>> + Send;
+
+    /// Of these account ids, those not stored.
+    fn missing_accounts(&self, ids: &[&str]) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Several steps, of distinct accounts, in one commit: all or nothing.
+    /// A stale version in any of them is a `Conflict` and writes nothing.
+    fn commit_steps(&self, steps: &[Step]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Ends several claims in one commit; per claim, whether its token was
+    /// still current (as `finish`).
+    fn finish_many(
+        &self,
+        done: &[(String, i64, Outcome)],
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// Every account id after `after`, in order, `limit` at a time.
+    fn account_ids(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    fn disable_endpoint(
+        &self,
+        name: &str,
+        reason: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Returns whether it was disabled.
+    fn enable_endpoint(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    fn disabled_endpoints(&self) -> impl Future<Output = Result<Vec<DisabledEndpoint>>> + Send;
+
+    fn stats(&self, now: Timestamp) -> impl Future<Output = Result<Stats>> + Send;
+
+    /// Rows in the given state, most recently changed first.
+    fn list_state(
+        &self,
+        state: OutboxState,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Listed>>> + Send;
+
+    /// An account's outbox rows, in the order they go out.
+    fn account_outbox(
+        &self,
+        account: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Listed>>> + Send;
+
+    /// Puts a dead row back in the queue, due `now`, its attempts reset.
+    /// False when no dead row has this id.
+    fn retry_dead(&self, id: &str, now: Timestamp) -> impl Future<Output = Result<bool>> + Send;
+
+    /// An account's decisions, oldest first (the last `limit` of them).
+    fn trace(
+        &self,
+        account: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<TraceEntry>>> + Send;
 }

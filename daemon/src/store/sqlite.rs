@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::{
-    Claimed, DayCount, Ingested, Loaded, Maintained, OutboxState, Outcome, Result, Step, Store,
-    StoreError, StoredEvent,
+    Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxRow,
+    OutboxState, Outcome, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
 };
 use crate::engine::AccountState;
 use crate::model::event::Event;
@@ -65,6 +65,23 @@ CREATE TABLE sends (
 CREATE INDEX sends_by_address ON sends (address, at);
 "#,
     r#"
+CREATE TABLE trace (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    account TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX trace_by_account ON trace (account, seq);
+CREATE TABLE disabled_endpoints (
+    name TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX outbox_by_account ON outbox (account, at);
+CREATE INDEX outbox_by_state ON outbox (state, updated);
+"#,
+    r#"
 CREATE INDEX outbox_done ON outbox (updated) WHERE state IN ('sent', 'dead', 'suppressed', 'missed');
 CREATE INDEX events_done ON events (received) WHERE applied <> 0;
 CREATE INDEX sends_by_time ON sends (at);
@@ -83,6 +100,7 @@ CREATE TABLE events_daily (
 );
 ALTER TABLE sends ADD COLUMN outbox_id TEXT;
 CREATE UNIQUE INDEX sends_by_outbox ON sends (outbox_id);
+CREATE INDEX trace_by_time ON trace (at);
 "#,
 ];
 
@@ -167,28 +185,20 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut out = Ingested {
-            accepted: 0,
-            duplicates: 0,
-        };
-        for e in events {
-            let at = e.at.unwrap_or(received);
-            let done = sqlx::query(
-                "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(e.id.as_deref())
-            .bind(&e.account)
-            .bind(&e.kind)
-            .bind(micros(at))
-            .bind(micros(received))
-            .bind(e.data.to_string())
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                out.accepted += 1;
-            } else {
-                out.duplicates += 1;
-            }
+        let out = ingest_in(&mut tx, events, received).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn ingest_many(
+        &self,
+        batches: &[Vec<Event>],
+        received: Timestamp,
+    ) -> Result<Vec<Ingested>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            out.push(ingest_in(&mut tx, b, received).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -239,61 +249,15 @@ impl Store for SqliteStore {
     }
 
     async fn commit_step(&self, step: &Step) -> Result<()> {
-        let id = step.state.id().to_string();
-        let state =
-            serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let next_due = step.next_due.map(micros);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // The events first: one another writer applied makes this step
-        // stale whatever the account's version says.
-        for seq in &step.applied {
-            let marked = sqlx::query("UPDATE events SET applied = 1 WHERE seq = ? AND applied = 0")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if marked != 1 {
-                return Err(StoreError::AlreadyApplied(id));
-            }
-        }
-        let written = match step.expected_version {
-            Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
-                .bind(&state)
-                .bind(next_due)
-                .bind(&id)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES (?, ?, 1, ?) ON CONFLICT (id) DO NOTHING")
-                .bind(&id)
-                .bind(&state)
-                .bind(next_due)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-        };
-        if written != 1 {
-            // Dropping the transaction rolls it back: nothing is written.
-            return Err(StoreError::Conflict(id));
-        }
+        self.commit_steps(std::slice::from_ref(step)).await
+    }
+
+    async fn commit_steps(&self, steps: &[Step]) -> Result<()> {
         let now = micros(Timestamp::now());
-        for o in &step.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(&o.key)
-            .bind(&o.account)
-            .bind(&o.kind)
-            .bind(o.payload.to_string())
-            .bind(micros(o.at))
-            .bind(if o.failure.is_some() { "dead" } else { "pending" })
-            .bind(micros(o.at))
-            .bind(o.failure.as_deref())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for step in steps {
+            // An error drops the transaction, which rolls it back: all or nothing.
+            step_in(&mut tx, step, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -374,51 +338,24 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
-        let (state, next, error) = super::finish_columns(outcome);
-        let next = next.map(micros);
-        // A released claim was never tried: its attempt does not count.
-        let uncount = i64::from(*outcome == Outcome::Released);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = COALESCE(?, last_error),
-                 attempts = attempts - ?, lease_until = NULL, updated = ?
-             WHERE id = ? AND token = ? AND state = 'sending'
-             RETURNING kind, payload",
-        )
-        .bind(state.as_str())
-        .bind(next)
-        .bind(error)
-        .bind(uncount)
-        .bind(micros(now))
-        .bind(id)
-        .bind(token)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        // A sent email counts toward its address's cap, in the same commit
-        // (already, when its send was reserved); any other end gives a
-        // reservation back.
-        if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
-            let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
-                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
-            if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-                sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
-                    .bind(to.to_ascii_lowercase())
-                    .bind(micros(now))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        } else if *outcome != Outcome::Sent {
-            sqlx::query("DELETE FROM sends WHERE outbox_id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let done = finish_in(&mut tx, id, token, outcome, now).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn finish_many(
+        &self,
+        done: &[(String, i64, Outcome)],
+        now: Timestamp,
+    ) -> Result<Vec<bool>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::with_capacity(done.len());
+        for (id, token, outcome) in done {
+            out.push(finish_in(&mut tx, id, *token, outcome, now).await?);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(out)
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
@@ -622,6 +559,14 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let traces = sqlx::query(
+            "DELETE FROM trace WHERE seq IN (SELECT seq FROM trace WHERE at < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         let full = COMPACT_BATCH as u64;
         Ok(Maintained {
@@ -630,7 +575,8 @@ impl Store for SqliteStore {
             outbox_compacted: outbox as usize,
             events_compacted: events as usize,
             sends_pruned: sends as usize,
-            more: outbox >= full || events >= full || sends >= full,
+            traces_pruned: traces as usize,
+            more: outbox >= full || events >= full || sends >= full || traces >= full,
         })
     }
 
@@ -646,4 +592,347 @@ impl Store for SqliteStore {
             .map(|r| super::day_count(r.get("what"), r.get("day"), r.get("name"), r.get("count")))
             .collect()
     }
+    async fn cursor(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(format!("cursor:{name}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn ingest_at_cursor(
+        &self,
+        events: &[Event],
+        received: Timestamp,
+        name: &str,
+        value: &str,
+    ) -> Result<Ingested> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let out = ingest_in(&mut tx, events, received).await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("cursor:{name}"))
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn missing_accounts(&self, ids: &[&str]) -> Result<Vec<String>> {
+        let list = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT DISTINCT j.value FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = j.value)",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn account_ids(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM accounts WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn disable_endpoint(&self, name: &str, reason: &str, at: Timestamp) -> Result<()> {
+        sqlx::query("INSERT INTO disabled_endpoints (name, reason, at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(reason)
+            .bind(micros(at))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn enable_endpoint(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM disabled_endpoints WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
+        let rows = sqlx::query("SELECT name, reason, at FROM disabled_endpoints ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DisabledEndpoint {
+                    name: r.get("name"),
+                    reason: r.get("reason"),
+                    at: instant(r.get("at"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<Stats> {
+        let mut st = Stats::default();
+        for r in sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let n: i64 = r.get(1);
+            match OutboxState::parse(&r.get::<String, _>(0)) {
+                Some(OutboxState::Pending) => st.pending = n,
+                Some(OutboxState::Sending) => st.sending = n,
+                Some(OutboxState::Sent) => st.sent = n,
+                Some(OutboxState::Dead) => st.dead = n,
+                Some(OutboxState::Suppressed) => st.suppressed = n,
+                Some(OutboxState::Missed) => st.missed = n,
+                None => {}
+            }
+        }
+        let r = sqlx::query("SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        st.oldest_pending = r.get::<Option<i64>, _>(0).map(instant).transpose()?;
+        let r = sqlx::query(
+            "SELECT COUNT(*), COUNT(CASE WHEN next_due <= ? THEN 1 END), MIN(next_due) FROM accounts",
+        )
+        .bind(micros(now))
+        .fetch_one(&self.pool)
+        .await?;
+        st.accounts = r.get(0);
+        st.due_accounts = r.get(1);
+        st.next_due = r.get::<Option<i64>, _>(2).map(instant).transpose()?;
+        let r = sqlx::query("SELECT COUNT(*) FROM events WHERE applied = 0")
+            .fetch_one(&self.pool)
+            .await?;
+        st.events_pending = r.get(0);
+        Ok(st)
+    }
+
+    async fn list_state(&self, state: OutboxState, limit: i64) -> Result<Vec<Listed>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{LISTED} WHERE state = ? ORDER BY updated DESC, id LIMIT ?"
+        )))
+        .bind(state.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(listed).collect()
+    }
+
+    async fn account_outbox(&self, account: &str, limit: i64) -> Result<Vec<Listed>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{LISTED} WHERE account = ? ORDER BY at, key LIMIT ?"
+        )))
+        .bind(account)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(listed).collect()
+    }
+
+    async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = ?, last_error = NULL, updated = ? WHERE id = ? AND state = 'dead'",
+        )
+        .bind(micros(now))
+        .bind(micros(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn trace(&self, account: &str, limit: i64) -> Result<Vec<TraceEntry>> {
+        let rows = sqlx::query(
+            "SELECT at, kind, detail FROM (SELECT seq, at, kind, detail FROM trace WHERE account = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+        )
+        .bind(account)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let detail: String = r.get("detail");
+                Ok(TraceEntry {
+                    at: instant(r.get("at"))?,
+                    kind: r.get("kind"),
+                    detail: serde_json::from_str(&detail)
+                        .map_err(|e| StoreError::Corrupt(format!("trace detail: {e}")))?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn ingest_in(
+    c: &mut SqliteConnection,
+    events: &[Event],
+    received: Timestamp,
+) -> Result<Ingested> {
+    let mut out = Ingested {
+        accepted: 0,
+        duplicates: 0,
+    };
+    for e in events {
+        let at = e.at.unwrap_or(received);
+        let done = sqlx::query(
+            "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(e.id.as_deref())
+        .bind(&e.account)
+        .bind(&e.kind)
+        .bind(micros(at))
+        .bind(micros(received))
+        .bind(e.data.to_string())
+        .execute(&mut *c)
+        .await?;
+        if done.rows_affected() == 1 {
+            out.accepted += 1;
+        } else {
+            out.duplicates += 1;
+        }
+    }
+    Ok(out)
+}
+
+async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> {
+    let id = step.state.id().to_string();
+    let state =
+        serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let next_due = step.next_due.map(micros);
+    // The events first: one another writer applied makes this step stale
+    // whatever the account's version says.
+    for seq in &step.applied {
+        let marked = sqlx::query("UPDATE events SET applied = 1 WHERE seq = ? AND applied = 0")
+            .bind(seq)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if marked != 1 {
+            return Err(StoreError::AlreadyApplied(id));
+        }
+    }
+    let written = match step.expected_version {
+        Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
+            .bind(&state)
+            .bind(next_due)
+            .bind(&id)
+            .bind(v)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+        None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES (?, ?, 1, ?) ON CONFLICT (id) DO NOTHING")
+            .bind(&id)
+            .bind(&state)
+            .bind(next_due)
+            .execute(&mut *c)
+            .await?
+            .rows_affected(),
+    };
+    if written != 1 {
+        return Err(StoreError::Conflict(id));
+    }
+    for o in &step.outbox {
+        sqlx::query(
+            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&o.key)
+        .bind(&o.account)
+        .bind(&o.kind)
+        .bind(o.payload.to_string())
+        .bind(micros(o.at))
+        .bind(if o.failure.is_some() { "dead" } else { "pending" })
+        .bind(micros(o.at))
+        .bind(o.failure.as_deref())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    }
+    for t in &step.trace {
+        sqlx::query("INSERT INTO trace (account, at, kind, detail) VALUES (?, ?, ?, ?)")
+            .bind(&id)
+            .bind(micros(t.at))
+            .bind(&t.kind)
+            .bind(t.detail.to_string())
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn finish_in(
+    c: &mut SqliteConnection,
+    id: &str,
+    token: i64,
+    outcome: &Outcome,
+    now: Timestamp,
+) -> Result<bool> {
+    let (state, next, error) = super::finish_columns(outcome);
+    let next = next.map(micros);
+    // A released claim was never tried: its attempt does not count.
+    let uncount = i64::from(*outcome == Outcome::Released);
+    let row = sqlx::query(
+        "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = COALESCE(?, last_error),
+             attempts = attempts - ?, lease_until = NULL, updated = ?
+         WHERE id = ? AND token = ? AND state = 'sending'
+         RETURNING kind, payload",
+    )
+    .bind(state.as_str())
+    .bind(next)
+    .bind(error)
+    .bind(uncount)
+    .bind(micros(now))
+    .bind(id)
+    .bind(token)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    // A sent email counts toward its address's cap, in the same commit
+    // (already, when its send was reserved); any other end gives a
+    // reservation back.
+    if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
+        let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
+            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
+        if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
+            sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
+                .bind(to.to_ascii_lowercase())
+                .bind(micros(now))
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
+        }
+    } else if *outcome != Outcome::Sent {
+        sqlx::query("DELETE FROM sends WHERE outbox_id = ?")
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(true)
+}
+
+const LISTED: &str =
+    "SELECT id, key, account, kind, payload, at, state, attempts, last_error, updated FROM outbox";
+
+fn listed(r: &sqlx::sqlite::SqliteRow) -> Result<Listed> {
+    let payload: String = r.get("payload");
+    let state: String = r.get("state");
+    Ok(Listed {
+        id: r.get("id"),
+        updated: instant(r.get("updated"))?,
+        row: OutboxRow {
+            key: r.get("key"),
+            account: r.get("account"),
+            kind: r.get("kind"),
+            payload: serde_json::from_str(&payload)
+                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+            at: instant(r.get("at"))?,
+            state: OutboxState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
+            attempts: r.get("attempts"),
+            last_error: r.get("last_error"),
+        },
+    })
 }

@@ -114,6 +114,7 @@ async fn suite<S: Store>(s: &S) {
             email("k1", "Ann@acme.example", "2026-01-05T00:00:00Z"),
             email("k1", "ann@acme.example", "2026-01-05T00:00:00Z"),
         ],
+        trace: vec![],
     };
     s.commit_step(&step).await.unwrap();
     assert_eq!(
@@ -286,6 +287,7 @@ async fn suite<S: Store>(s: &S) {
         next_due: None,
         applied: vec![],
         outbox: vec![failed],
+        trace: vec![],
     })
     .await
     .unwrap();
@@ -313,6 +315,7 @@ async fn suite<S: Store>(s: &S) {
         next_due: None,
         applied: vec![],
         outbox: vec![hook],
+        trace: vec![],
     })
     .await
     .unwrap();
@@ -346,6 +349,7 @@ async fn suite<S: Store>(s: &S) {
         next_due: None,
         applied: vec![seq],
         outbox: vec![email(key, "c@acme.example", "2026-01-05T00:00:00Z")],
+        trace: vec![],
     };
     s.commit_step(&apply(v, "k20")).await.unwrap();
     let again = s.commit_step(&apply(v + 1, "k21")).await;
@@ -389,6 +393,7 @@ async fn suite<S: Store>(s: &S) {
             email("c1", "cap2@x.io", "2026-03-01T00:00:00Z"),
             email("c2", "cap2@x.io", "2026-03-01T00:00:00Z"),
         ],
+        trace: vec![],
     })
     .await
     .unwrap();
@@ -466,6 +471,11 @@ async fn maintenance_suite<S: Store>(s: &S) {
         next_due: None,
         applied: seqs[..2].to_vec(),
         outbox: rows,
+        trace: vec![TraceEntry {
+            at: day(1),
+            kind: "fired".into(),
+            detail: json!({"moment": "m"}),
+        }],
     })
     .await
     .unwrap();
@@ -508,6 +518,8 @@ async fn maintenance_suite<S: Store>(s: &S) {
         (1, 2, 2, 2, false),
         "{m:?}"
     );
+    assert_eq!(m.traces_pruned, 1, "{m:?}");
+    assert!(s.trace("a", 10).await.unwrap().is_empty());
     assert_eq!(
         s.outbox_state("m4").await.unwrap(),
         Some(OutboxState::Pending)
@@ -603,6 +615,7 @@ async fn claims_are_disjoint<S: Store>(a: &S, b: &S) {
         next_due: None,
         applied: vec![],
         outbox,
+        trace: vec![],
     })
     .await
     .unwrap();
@@ -809,6 +822,7 @@ async fn postgres_notifies_other_instances() {
             next_due: None,
             applied: vec![],
             outbox: vec![email("k1", "a@x.io", "2026-01-05T00:00:00Z")],
+            trace: vec![],
         })
         .await
         .unwrap();
@@ -910,4 +924,169 @@ async fn an_unreachable_postgres_is_named_with_the_reason() {
         err.to_string(),
         "cannot connect to PostgreSQL at 127.0.0.1:5432 (database `touchpilot_no_such_db`, user `postgres`): database \"touchpilot_no_such_db\" does not exist"
     );
+}
+
+/// The batch, operations and source methods every store must have.
+pub(super) async fn ops_suite<S: Store>(s: &S) {
+    let now = t("2026-03-01T00:00:00Z");
+    // Group commit: per batch answers, ids repeated across batches are duplicates.
+    let got = s
+        .ingest_many(
+            &[
+                vec![event(Some("g1"), "a", "2026-03-01T00:00:00Z")],
+                vec![
+                    event(Some("g1"), "a", "2026-03-01T00:00:00Z"),
+                    event(Some("g2"), "b", "2026-03-01T00:00:00Z"),
+                ],
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [
+            Ingested {
+                accepted: 1,
+                duplicates: 0
+            },
+            Ingested {
+                accepted: 1,
+                duplicates: 1
+            }
+        ]
+    );
+    // A cursor moves with the events it covers.
+    assert_eq!(s.cursor("file:e").await.unwrap(), None);
+    let n = s
+        .ingest_at_cursor(
+            &[event(None, "a", "2026-03-01T00:00:00Z")],
+            now,
+            "file:e",
+            "10:1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.accepted, 1);
+    assert_eq!(s.cursor("file:e").await.unwrap().as_deref(), Some("10:1"));
+
+    // Several steps in one commit: a stale one writes nothing of any.
+    let trace = vec![TraceEntry {
+        at: now,
+        kind: "fired".into(),
+        detail: json!({"playbook": "p", "moment": "m"}),
+    }];
+    let step = |id: &str, key: &str, version: Option<i64>| Step {
+        state: state(id),
+        expected_version: version,
+        next_due: Some(t("2026-03-02T00:00:00Z")),
+        applied: vec![],
+        outbox: vec![NewOutbox {
+            account: id.into(),
+            ..email(key, &format!("{id}@x.io"), "2026-03-01T00:00:00Z")
+        }],
+        trace: trace.clone(),
+    };
+    s.commit_steps(&[step("a", "o1", None), step("b", "o2", None)])
+        .await
+        .unwrap();
+    let stale = s
+        .commit_steps(&[step("c", "o3", None), step("a", "o4", Some(99))])
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(s.outbox_state("o3").await.unwrap(), None, "all or nothing");
+    assert!(s.load_account("c").await.unwrap().is_none());
+    assert_eq!(
+        s.missing_accounts(&["a", "c", "b", "d"])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let mut missing = s.missing_accounts(&["a", "c", "d"]).await.unwrap();
+    missing.sort();
+    assert_eq!(missing, ["c", "d"]);
+    assert_eq!(s.account_ids(None, 1).await.unwrap(), ["a"]);
+    assert_eq!(s.account_ids(Some("a"), 10).await.unwrap(), ["b"]);
+    let got = s.trace("a", 10).await.unwrap();
+    assert_eq!(got, trace);
+
+    // Several claims ended in one commit, fenced one by one.
+    let claims = s
+        .claim(ALL, now, SignedDuration::from_mins(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 2);
+    let ended = s
+        .finish_many(
+            &[
+                (claims[0].id.clone(), claims[0].token, Outcome::Sent),
+                (
+                    claims[1].id.clone(),
+                    claims[1].token + 1,
+                    Outcome::Dead { error: "x".into() },
+                ),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, [true, false], "a stale token changes nothing");
+    s.finish(
+        &claims[1].id,
+        claims[1].token,
+        &Outcome::Dead {
+            error: "HTTP 400".into(),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+
+    // Status figures.
+    let st = s.stats(now).await.unwrap();
+    assert_eq!((st.sent, st.dead, st.pending, st.accounts), (1, 1, 0, 2));
+    assert_eq!(st.events_pending, 3);
+    assert_eq!(st.due_accounts, 0);
+    assert_eq!(st.next_due, Some(t("2026-03-02T00:00:00Z")));
+
+    // Dead letters: listed with their reason, queued again by id.
+    let dead = s.list_state(OutboxState::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].row.last_error.as_deref(), Some("HTTP 400"));
+    assert!(s.retry_dead(&dead[0].id, now).await.unwrap());
+    assert!(
+        !s.retry_dead(&dead[0].id, now).await.unwrap(),
+        "only dead rows"
+    );
+    let st = s.stats(now).await.unwrap();
+    assert_eq!((st.dead, st.pending, st.oldest_pending), (0, 1, Some(now)));
+    let again = s
+        .claim(ALL, now, SignedDuration::from_mins(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1, "attempts start over");
+    assert_eq!(s.account_outbox("a", 10).await.unwrap().len(), 1);
+
+    // Endpoints disabled by a 410, until enabled.
+    s.disable_endpoint("hooks", "410 gone", now).await.unwrap();
+    s.disable_endpoint("hooks", "again", now).await.unwrap();
+    let d = s.disabled_endpoints().await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].reason, "410 gone", "the first reason is kept");
+    assert!(s.enable_endpoint("hooks").await.unwrap());
+    assert!(!s.enable_endpoint("hooks").await.unwrap());
+    assert!(s.disabled_endpoints().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_passes_the_operations_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    ops_suite(&open(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_operations_suite() {
+    on_postgres(|url| async move { ops_suite(&PgStore::open(&url).await.unwrap()).await }).await;
 }

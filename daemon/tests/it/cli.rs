@@ -420,7 +420,7 @@ fn run_stops_cleanly_on_sigterm() {
     let serving = lines
         .by_ref()
         .map(|l| l.unwrap())
-        .find(|l| l.contains("serving on"));
+        .find(|l| l.contains("serving"));
     assert!(serving.is_some(), "the daemon did not start");
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -226,6 +226,7 @@ impl Daemon {
         let child = Command::new(bin())
             .args(["run", "--config"])
             .arg(&self.config)
+            .env("TOUCHPILOT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -236,8 +237,10 @@ impl Daemon {
             let text = std::fs::read_to_string(self.log()).unwrap_or_default();
             if let Some(addr) = text
                 .lines()
-                .find_map(|l| l.split("serving on ").nth(1))
-                .map(|a| a.trim().to_string())
+                .filter(|l| l.contains("serving"))
+                .flat_map(str::split_whitespace)
+                .find_map(|w| w.strip_prefix("address="))
+                .map(|a| a.trim_matches('"').to_string())
             {
                 self.addr = Some(addr);
                 return;
@@ -812,7 +815,7 @@ async fn daemons_ride_out_a_database_restart() {
         restarted.elapsed()
     );
     for d in &daemons {
-        assert!(d.logs().contains("serving on"), "{}: {}", d.name, d.logs());
+        assert!(d.logs().contains("serving"), "{}: {}", d.name, d.logs());
     }
     drop(daemons);
     scratch.drop_database().await.unwrap();

@@ -56,7 +56,7 @@ async fn start_on(db: Option<crate::cluster::Db>) -> Daemon {
     std::fs::write(
         p.join("touchpilot.yaml"),
         format!(
-            "playbooks: playbooks\ntemplates: templates\nstore: \"{}\"\nhttp: {{ token: s3cret }}\nemail: {{ transport: \"file:outbox\" }}\nsources:\n  file: {{ accounts: accounts.jsonl }}\nwebhooks:\n  alerts: {{ url: \"http://{receiver}/hook\", secret: topsecret }}\n",
+            "playbooks: playbooks\ntemplates: templates\nstore: \"{}\"\nhttp: {{ token: s3cret }}\nemail: {{ transport: \"file:outbox\" }}\nsources:\n  file: {{ accounts: accounts.jsonl, events: events.jsonl }}\ninbound:\n  tickets: {{ account: account_id, type: kind, id: ticket }}\nwebhooks:\n  alerts: {{ url: \"http://{receiver}/hook\", secret: topsecret, allow_private: true }}\n",
             db.as_ref().map_or_else(
                 || format!("sqlite:{}", p.join("t.db").display()),
                 |db| db.scratch.url.clone()
@@ -76,6 +76,18 @@ async fn start_on(db: Option<crate::cluster::Db>) -> Daemon {
     .unwrap();
     std::fs::write(p.join("templates/ack.hbs"), "---\nsubject: \"On it, {{account.name}}\"\n---\nHi {{contact.name}}\n{{unsubscribe_url}}\n").unwrap();
     std::fs::write(p.join("accounts.jsonl"), "{\"id\": \"a1\", \"name\": \"Acme\", \"contacts\": [{\"email\": \"ann@acme.example\", \"name\": \"Ann\"}]}\n").unwrap();
+    std::fs::write(p.join("events.jsonl"), "").unwrap();
+    let mut d = boot(dir, hooks).await;
+    d._db = db;
+    d
+}
+
+/// Starts (or restarts) the daemon on a prepared folder.
+async fn boot(
+    dir: tempfile::TempDir,
+    hooks: mpsc::UnboundedReceiver<(HeaderMap, Value)>,
+) -> Daemon {
+    let p = dir.path();
     let (config, _) = touchpilot::config::load(&p.join("touchpilot.yaml"), &|_| None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -91,7 +103,7 @@ async fn start_on(db: Option<crate::cluster::Db>) -> Daemon {
         shutdown,
         task,
         hooks,
-        _db: db,
+        _db: None,
     }
 }
 
@@ -157,14 +169,20 @@ async fn events_in_come_out(mut d: Daemon) {
     assert!(headers["webhook-id"].to_str().unwrap().starts_with("msg_"));
 
     // The email went to the .eml outbox with its unsubscribe link, which
-    // works. Claims go out in playbook order (the email is listed first),
-    // so the webhook's arrival means the file is written.
-    let eml_path = std::fs::read_dir(d.dir.path().join("outbox"))
-        .unwrap()
-        .next()
-        .expect("an .eml file")
-        .unwrap()
-        .path();
+    // works. Deliveries go out concurrently: wait for the file.
+    let outbox = d.dir.path().join("outbox");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let eml_path = loop {
+        let found = std::fs::read_dir(&outbox)
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .map(|e| e.unwrap().path());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no .eml file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let eml = std::fs::read_to_string(eml_path).unwrap();
     assert!(eml.contains("Subject: On it, Acme"), "{eml}");
     let link = eml
@@ -332,6 +350,126 @@ async fn bad_requests_refused(d: Daemon) {
     )
     .await;
     assert_eq!(status, 202, "an account created over HTTP takes events");
+    d.shutdown.cancel();
+    d.task.await.unwrap().unwrap();
+}
+
+async fn next_hook(d: &mut Daemon) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), d.hooks.recv())
+        .await
+        .expect("a webhook")
+        .unwrap()
+        .1
+}
+
+fn append(path: &std::path::Path, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(line.as_bytes()).unwrap();
+}
+
+#[tokio::test]
+async fn the_file_source_is_followed_as_it_grows_and_never_read_twice() {
+    let mut d = start().await;
+    let events = d.dir.path().join("events.jsonl");
+    // Events without ids: only the saved position keeps them from firing twice.
+    append(
+        &events,
+        "{\"account\": \"a1\", \"type\": \"ticket.created\", \"data\": {\"priority\": \"urgent\", \"subject\": \"one\"}}\n{\"account\": \"a1\", \"type\": \"ticket.created\", \"data\": {\"priority\": \"urg",
+    );
+    assert_eq!(next_hook(&mut d).await["text"], "Acme: one");
+    // The half-written line is taken once complete; a bad line is skipped, named.
+    append(&events, "ent\", \"subject\": \"two\"}}\nnot json\n");
+    assert_eq!(next_hook(&mut d).await["text"], "Acme: two");
+    // A new account line: the account enters live.
+    append(
+        &d.dir.path().join("accounts.jsonl"),
+        "{\"id\": \"a2\", \"name\": \"Beta\", \"contacts\": []}\n",
+    );
+    let c = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _) = post(
+            &c,
+            &format!("{}/v1/events", d.base),
+            Some("s3cret"),
+            "application/json",
+            r#"{"account": "a2", "type": "ticket.created", "data": {"priority": "urgent", "subject": "three"}}"#,
+        )
+        .await;
+        if code == 202 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a2 was never admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(next_hook(&mut d).await["text"], "Beta: three");
+
+    // Stopped, the file grows; restarted, only the new line fires.
+    d.shutdown.cancel();
+    d.task.await.unwrap().unwrap();
+    append(
+        &events,
+        "{\"account\": \"a1\", \"type\": \"ticket.created\", \"data\": {\"priority\": \"urgent\", \"subject\": \"four\"}}\n",
+    );
+    let mut d = boot(d.dir, d.hooks).await;
+    assert_eq!(next_hook(&mut d).await["text"], "Acme: four");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), d.hooks.recv())
+            .await
+            .is_err(),
+        "nothing was read twice"
+    );
+    d.shutdown.cancel();
+    d.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn foreign_json_comes_in_through_a_mapped_inbound_endpoint() {
+    let mut d = start().await;
+    let c = client();
+    let url = format!("{}/v1/inbound/tickets", d.base);
+    let body = r#"{"account_id": "a1", "kind": "ticket.created", "ticket": 77, "priority": "urgent", "subject": "mapped"}"#;
+    let (code, got) = post(&c, &url, Some("s3cret"), "application/json", body).await;
+    assert_eq!(
+        (code, &got),
+        (202, &json!({"accepted": 1, "duplicates": 0}))
+    );
+    assert_eq!(next_hook(&mut d).await["text"], "Acme: mapped");
+    // The mapped id deduplicates.
+    let (_, got) = post(&c, &url, Some("s3cret"), "application/json", body).await;
+    assert_eq!(got, json!({"accepted": 0, "duplicates": 1}));
+    let (code, got) = post(
+        &c,
+        &url,
+        Some("s3cret"),
+        "application/json",
+        r#"{"kind": "x"}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        got["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `account_id`"),
+        "{got}"
+    );
+    let (code, got) = post(
+        &c,
+        &format!("{}/v1/inbound/nope", d.base),
+        Some("s3cret"),
+        "application/json",
+        body,
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert!(got["error"].as_str().unwrap().contains("tickets"), "{got}");
+    let (code, _) = post(&c, &url, None, "application/json", body).await;
+    assert_eq!(code, 401, "the bearer token guards it too");
     d.shutdown.cancel();
     d.task.await.unwrap().unwrap();
 }

@@ -21,15 +21,15 @@ use touchpilot::store::sqlite::SqliteStore;
 use touchpilot::store::{OutboxState, Store};
 
 #[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
-    seen: Arc<Mutex<Vec<Received>>>,
+pub struct Receiver {
+    pub seen: Arc<Mutex<Vec<Received>>>,
     /// Status codes to answer per path, in order (then 200).
     script: Arc<Mutex<HashMap<String, Vec<u16>>>>,
 }
@@ -41,6 +41,10 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, HeaderMap, &'static str) {
     let path = uri.path().to_string();
+    if path == "/slow" {
+        // Longer than the sender's timeout in the test that uses it.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
     r.seen.lock().unwrap().push(Received {
         path: path.clone(),
         headers,
@@ -61,7 +65,7 @@ async fn handle(
     (StatusCode::from_u16(code).unwrap(), h, "")
 }
 
-async fn receiver(script: &[(&str, &[u16])]) -> (String, Receiver) {
+pub async fn receiver(script: &[(&str, &[u16])]) -> (String, Receiver) {
     let r = Receiver::default();
     for (path, codes) in script {
         r.script
@@ -84,7 +88,7 @@ fn setup(dir: &std::path::Path, base: &str) {
     std::fs::write(
         dir.join("touchpilot.yaml"),
         format!(
-            "playbooks: playbooks\ntemplates: templates\nemail: {{ from: \"Acme Success <success@acme.example>\", transport: \"file:outbox\" }}\nlimits:\n  per_contact: {{ max: 1, per: 7d }}\nwebhooks:\n  flaky: {{ url: \"{base}/flaky\", secret: \"{SECRET}\" }}\n  gone: {{ url: \"{base}/gone\" }}\n  moved: {{ url: \"{base}/redirect\" }}\n"
+            "playbooks: playbooks\ntemplates: templates\nemail: {{ from: \"Acme Success <success@acme.example>\", transport: \"file:outbox\" }}\nlimits:\n  per_contact: {{ max: 1, per: 7d }}\nwebhooks:\n  flaky: {{ url: \"{base}/flaky\", secret: \"{SECRET}\", allow_private: true }}\n  gone: {{ url: \"{base}/gone\", allow_private: true }}\n  moved: {{ url: \"{base}/redirect\", allow_private: true }}\n"
         ),
     )
     .unwrap();
@@ -171,9 +175,9 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
     .unwrap();
     let webhooks =
         Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(5)).unwrap();
-    let mut worker = Worker::new(mailer, webhooks, config.cap);
+    let mut worker = Worker::new(mailer, webhooks, config.cap, config.delivery);
     // The events are two hours old when first delivered: inside a day's grace.
-    worker.grace = SignedDuration::from_hours(24);
+    worker.delivery.grace = SignedDuration::from_hours(24);
     let first = worker
         .deliver_due(&runner.store, now, 100, &|| false)
         .await
@@ -329,4 +333,210 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
         suppressed.iter().filter(|e| *e == "frequency_cap").count(),
         1
     );
+}
+
+fn hook_payload(endpoint: &str) -> Value {
+    json!({"endpoint": endpoint, "message_id": "<abc@touchpilot>", "content": {"text": "hi"}})
+}
+
+#[tokio::test]
+async fn private_and_loopback_addresses_are_refused_unless_the_endpoint_allows_them() {
+    use touchpilot::config::Webhook;
+    use touchpilot::deliver::SendError;
+    let (base, rx) = receiver(&[]).await;
+    let port = base.rsplit(':').next().unwrap();
+    let endpoint = |url: String, allow_private: bool| Webhook {
+        url,
+        secret: None,
+        allow_private,
+    };
+    let endpoints = [
+        ("literal", endpoint(format!("{base}/hook"), false)),
+        (
+            "named",
+            endpoint(format!("http://localhost:{port}/hook"), false),
+        ),
+        (
+            "allowed",
+            endpoint(format!("http://localhost:{port}/hook"), true),
+        ),
+    ]
+    .into_iter()
+    .map(|(n, e)| (n.to_string(), e))
+    .collect();
+    let hooks = Webhooks::new(endpoints, std::time::Duration::from_secs(5)).unwrap();
+    let now = Timestamp::now();
+    match hooks.send(&hook_payload("literal"), now).await {
+        Err(SendError::Fatal(e)) => {
+            assert!(
+                e.contains("127.0.0.1 is a private or loopback address"),
+                "{e}"
+            );
+            assert!(e.contains("allow_private: true"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A name is checked on what it resolves to, when connecting.
+    match hooks.send(&hook_payload("named"), now).await {
+        Err(SendError::Fatal(e)) => assert!(e.contains("`localhost` resolves to"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        rx.seen.lock().unwrap().is_empty(),
+        "nothing reached the receiver"
+    );
+    hooks.send(&hook_payload("allowed"), now).await.unwrap();
+    assert_eq!(rx.seen.lock().unwrap().len(), 1);
+
+    use std::net::IpAddr;
+    use touchpilot::deliver::webhook::is_private;
+    for private in [
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ] {
+        assert!(is_private(private.parse::<IpAddr>().unwrap()), "{private}");
+    }
+    for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111"] {
+        assert!(!is_private(public.parse::<IpAddr>().unwrap()), "{public}");
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_that_does_not_answer_in_time_is_retryable() {
+    use touchpilot::config::Webhook;
+    use touchpilot::deliver::SendError;
+    let (base, _rx) = receiver(&[]).await;
+    let endpoints = [(
+        "slow".to_string(),
+        Webhook {
+            url: format!("{base}/slow"),
+            secret: None,
+            allow_private: true,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let hooks = Webhooks::new(endpoints, std::time::Duration::from_millis(300)).unwrap();
+    match hooks.send(&hook_payload("slow"), Timestamp::now()).await {
+        Err(SendError::Retryable(e)) => assert!(e.contains("timed out"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The link is clicked after the moment fired and before the email went
+/// out: the queued email is not sent.
+#[tokio::test]
+async fn a_one_click_unsubscribe_stops_mail_already_in_the_outbox() {
+    use std::sync::atomic::AtomicBool;
+    use touchpilot::api::{ApiState, Counters, router};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::create_dir_all(p.join("playbooks")).unwrap();
+    std::fs::create_dir_all(p.join("templates")).unwrap();
+    std::fs::write(
+        p.join("touchpilot.yaml"),
+        "playbooks: playbooks\ntemplates: templates\nemail: { transport: \"file:outbox\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("playbooks/main.yaml"),
+        "moments:\n  - id: urgent\n    on: { event: ticket.created }\n    actions:\n      - email: { to: contacts, template: ack }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("templates/ack.hbs"),
+        "---\nsubject: \"On it\"\n---\nHi {{contact.name}}\n",
+    )
+    .unwrap();
+    let (config, _) = touchpilot::config::load(&p.join("touchpilot.yaml"), &|_| None).unwrap();
+    let config = Arc::new(config);
+    let store = SqliteStore::open(&format!("sqlite:{}", p.join("t.db").display()))
+        .await
+        .unwrap();
+    let secret = store.secret().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let engine = Engine::new(
+        config.clone(),
+        touchpilot::deliver::unsubscribe_links(base.clone(), secret.clone()),
+    );
+    let runner = Arc::new(Runner::new(store, engine));
+    let start = t("2026-03-02T10:00:00Z");
+    runner
+        .seed(
+            vec![Account::from_json(json!({"id": "a1", "name": "Acme", "contacts": [
+                {"email": "ann@acme.example", "name": "Ann"}, {"email": "bo@acme.example", "name": "Bo"}]}))
+            .unwrap()],
+            start,
+        )
+        .await
+        .unwrap();
+    runner
+        .store
+        .ingest(
+            &[Event {
+                id: Some("t1".into()),
+                account: "a1".into(),
+                kind: "ticket.created".into(),
+                at: Some(start),
+                data: json!({}),
+            }],
+            start,
+        )
+        .await
+        .unwrap();
+    runner.apply_pending(start, 100).await.unwrap();
+    let queued = runner.store.list_outbox(10).await.unwrap();
+    assert_eq!(queued.len(), 2);
+    let link = queued
+        .iter()
+        .find(|r| r.payload["to"] == "ann@acme.example")
+        .and_then(|r| r.payload["unsubscribe_url"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(link.starts_with(&base), "{link}");
+
+    let (ingest, _keep) = tokio::sync::mpsc::channel(1);
+    let state = Arc::new(ApiState {
+        runner: runner.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        ingest,
+        secret,
+        ready: Arc::new(AtomicBool::new(true)),
+        counters: Arc::new(Counters::default()),
+    });
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    // RFC 8058: a POST with `List-Unsubscribe=One-Click`, no confirmation.
+    let r = reqwest::Client::new()
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    let mailer = Mailer::new("file:outbox", "cs@vendor.example", p).unwrap();
+    let webhooks = Webhooks::new(Default::default(), std::time::Duration::from_secs(5)).unwrap();
+    let worker = Worker::new(mailer, webhooks, None, config.delivery);
+    let done = worker
+        .deliver_due(&runner.store, start, 100, &|| false)
+        .await
+        .unwrap();
+    assert_eq!((done.sent, done.suppressed), (1, 1), "{done:?}");
+    let emls: Vec<String> = std::fs::read_dir(p.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(emls.len(), 1);
+    assert!(emls[0].contains("To: bo@acme.example"));
 }

@@ -6,5 +6,6 @@ mod cluster;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod process;
 mod smtp;
 mod support;

@@ -11,10 +11,10 @@ use touchpilot::deliver::email::Mailer;
 
 use crate::support::repo;
 
-struct Server {
+pub struct Server {
     child: Child,
-    port: u16,
-    maildir: tempfile::TempDir,
+    pub port: u16,
+    pub maildir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -24,7 +24,7 @@ impl Drop for Server {
     }
 }
 
-fn server() -> Server {
+pub fn server() -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
