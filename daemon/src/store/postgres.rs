@@ -556,6 +556,9 @@ impl Store for PgStore {
         .await?
         .get(0);
         if counted >= max {
+            // Ends the transaction (and its lock) now, not when the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(false);
         }
         sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES ($1, $2, $3) ON CONFLICT (outbox_id) DO NOTHING")
@@ -801,6 +804,7 @@ impl Store for PgStore {
             .await?
             .get(0);
         if !locked {
+            tx.rollback().await?;
             return Ok(Maintained::default());
         }
         let rescued = sqlx::query(

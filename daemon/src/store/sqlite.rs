@@ -480,6 +480,9 @@ impl Store for SqliteStore {
         .await?
         .get(0);
         if counted >= max {
+            // Ends the transaction (and its lock) now, not when the
+            // connection is next used.
+            tx.rollback().await?;
             return Ok(false);
         }
         sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")

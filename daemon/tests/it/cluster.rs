@@ -550,9 +550,11 @@ async fn three_daemons_deliver_everything_while_one_is_killed_over_and_over() {
             assert!(*row > 1, "{id} sent {n} times but claimed once");
         }
     }
-    // A kill interrupts at most the sends in flight in that process.
+    // A kill repeats at most the sends of the batch that process had
+    // claimed: a batch's claims end together, when its last send is done
+    // (256 rows, `app::DELIVERY_BATCH`).
     assert!(
-        duplicates <= kills * 16,
+        duplicates <= kills * 256,
         "{duplicates} duplicates from {kills} kills"
     );
 }
