@@ -38,7 +38,16 @@ fn print_diags(diags: &[Diagnostic], err: &mut dyn Write) {
 
 /// `touchpilot validate`: 0 when everything is valid, 1 otherwise.
 pub fn validate(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    match config::load(path, &config::process_env) {
+    let loaded = config::load(path, &config::process_env).and_then(|(c, mut warnings)| {
+        // Building never opens a plugin; validating does.
+        warnings.extend(crate::plugin_host::validate(&c));
+        if warnings.iter().any(Diagnostic::is_error) {
+            Err(warnings)
+        } else {
+            Ok((c, warnings))
+        }
+    });
+    match loaded {
         Ok((c, warnings)) => {
             print_diags(&warnings, err);
             let moments: usize = c.playbooks.iter().map(|p| p.moments.len()).sum();

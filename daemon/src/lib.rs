@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod maintain;
 pub mod model;
 pub mod ops;
+pub mod plugin_host;
 pub mod render;
 pub mod runner;
 pub mod schedule;

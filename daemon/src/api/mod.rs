@@ -3,6 +3,8 @@
 //! `202` only after events are durably stored; never writes to the outbox
 //! itself (account upserts go through the runner, like any engine step).
 
+pub mod vendor_hooks;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -100,8 +101,13 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The delivery worker a configuration describes.
-fn worker_for(config: &Config) -> anyhow::Result<Worker> {
+/// The delivery worker a configuration describes, with the connector
+/// plugins loaded at start (a library is never unloaded, so a reload keeps
+/// them).
+fn worker_for(
+    config: &Config,
+    connectors: &crate::deliver::connector::Connectors,
+) -> anyhow::Result<Worker> {
     let base = config_dir(&config.path);
     let from = config
         .email
@@ -118,7 +124,9 @@ fn worker_for(config: &Config) -> anyhow::Result<Worker> {
     )
     .map_err(anyhow::Error::msg)?;
     let webhooks = Webhooks::new(config.webhooks.clone(), timeout).map_err(anyhow::Error::msg)?;
-    Ok(Worker::new(mailer, webhooks, config.cap, config.delivery))
+    let mut worker = Worker::new(mailer, webhooks, config.cap, config.delivery);
+    worker.connectors = Some(connectors.clone());
+    Ok(worker)
 }
 
 fn config_dir(path: &Path) -> PathBuf {
@@ -146,7 +154,7 @@ pub async fn serve<S: Store + 'static>(
                 .unwrap_or_default()
         )
     });
-    let links = crate::deliver::unsubscribe_links(public, secret.clone());
+    let links = crate::deliver::unsubscribe_links(public.clone(), secret.clone());
     let runner = Arc::new(Runner::new(
         store,
         Engine::new(config.clone(), links.clone()),
@@ -163,7 +171,8 @@ pub async fn serve<S: Store + 'static>(
         .await
         .context("while reading the file source")?;
 
-    let worker = Arc::new(RwLock::new(Arc::new(worker_for(&config)?)));
+    let connectors = crate::deliver::connector::Connectors::load(&config.connectors).await;
+    let worker = Arc::new(RwLock::new(Arc::new(worker_for(&config, &connectors)?)));
     let (ingest_tx, ingest_rx) = mpsc::channel(1024);
     let ready = Arc::new(AtomicBool::new(false));
     let state = Arc::new(ApiState {
@@ -184,11 +193,24 @@ pub async fn serve<S: Store + 'static>(
         })
         .await
         .context("while listening for other instances")?;
+    // Connectors: their sources poll, their webhooks are served beside the API.
+    let hooks = api::vendor_hooks::router(Arc::new(api::vendor_hooks::HooksState {
+        connectors: connectors.clone(),
+        runner: runner.clone(),
+        wake: wake_engine.clone(),
+        public_url: public,
+    }));
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(crate::maintain::maintenance_loop(
         runner.clone(),
         config.retention,
         config.cap.map(|c| c.per.span()).unwrap_or_default(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::source::connector::poll_loop(
+        connectors.clone(),
+        runner.clone(),
+        wake_engine.clone(),
         shutdown.clone(),
     ));
     tasks.spawn(ingest_loop(
@@ -235,6 +257,7 @@ pub async fn serve<S: Store + 'static>(
     tasks.spawn(reload_loop(
         runner.clone(),
         worker.clone(),
+        connectors,
         links,
         control.clone(),
         wake_engine.clone(),
@@ -252,7 +275,7 @@ pub async fn serve<S: Store + 'static>(
         playbooks = config.playbooks.len(),
         "serving"
     );
-    axum::serve(listener, api::router(state))
+    axum::serve(listener, api::router(state).merge(hooks))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("while serving HTTP")?;
@@ -316,6 +339,7 @@ async fn watchdog<S: Store + 'static>(runner: Arc<Runner<S>>, shutdown: Cancella
 async fn reload_loop<S: Store + 'static>(
     runner: Arc<Runner<S>>,
     worker: Arc<RwLock<Arc<Worker>>>,
+    connectors: crate::deliver::connector::Connectors,
     links: Arc<dyn Fn(&str) -> String + Send + Sync>,
     control: Control,
     wake_engine: Arc<Notify>,
@@ -360,7 +384,12 @@ async fn reload_loop<S: Store + 'static>(
                         warn!(setting = what, "changed; takes effect at the next restart");
                     }
                 }
-                match worker_for(&new) {
+                if new.connectors.keys().ne(old.connectors.keys()) {
+                    warn!(
+                        "connectors changed; plugins are loaded at start, so this takes effect at the next restart"
+                    );
+                }
+                match worker_for(&new, &connectors) {
                     Err(e) => {
                         error!(error = %format!("{e:#}"), "reload refused; still running the previous configuration")
                     }
@@ -468,7 +497,11 @@ impl Files {
         if let Some(path) = &self.accounts {
             let name = format!("file:{}", path.display());
             let saved = runner.store.cursor(&name).await?;
-            match saved.as_deref().and_then(Position::decode) {
+            match saved
+                .as_ref()
+                .and_then(Value::as_str)
+                .and_then(Position::decode)
+            {
                 None => {
                     let accounts = jsonl::read_accounts(path).with_context(|| {
                         format!("while reading accounts from {}", path.display())
@@ -481,7 +514,12 @@ impl Files {
                         .context("while admitting the accounts")?;
                     runner
                         .store
-                        .ingest_at_cursor(&[], Timestamp::now(), &name, &end.encode())
+                        .ingest_at_cursor(
+                            &[],
+                            Timestamp::now(),
+                            &name,
+                            &Value::String(end.encode()),
+                        )
                         .await?;
                     info!(file = %path.display(), accounts = n, admitted = p.steps, "accounts read (first start: entered silently)");
                     any = true;
@@ -506,7 +544,12 @@ impl Files {
                     if new.to != from {
                         runner
                             .store
-                            .ingest_at_cursor(&[], Timestamp::now(), &name, &new.to.encode())
+                            .ingest_at_cursor(
+                                &[],
+                                Timestamp::now(),
+                                &name,
+                                &Value::String(new.to.encode()),
+                            )
                             .await?;
                         any |= !new.lines.is_empty();
                     }
@@ -519,7 +562,8 @@ impl Files {
                 .store
                 .cursor(&name)
                 .await?
-                .as_deref()
+                .as_ref()
+                .and_then(Value::as_str)
                 .and_then(Position::decode)
                 .unwrap_or_default();
             loop {
@@ -543,7 +587,12 @@ impl Files {
                 }
                 let n = runner
                     .store
-                    .ingest_at_cursor(&events, Timestamp::now(), &name, &new.to.encode())
+                    .ingest_at_cursor(
+                        &events,
+                        Timestamp::now(),
+                        &name,
+                        &Value::String(new.to.encode()),
+                    )
                     .await
                     .context("while storing events from the file source")?;
                 counters

@@ -180,7 +180,28 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             Some(v) => interpolate_json(v.get(), v.pos(), env, &mut sink),
             None => serde_json::Value::Object(Default::default()),
         };
-        connectors.insert(name.clone(), Connector { library, config });
+        let mut limits = crate::plugin_host::Limits::default();
+        for (field, value) in [
+            (&mut limits.http_timeout, &c.http_timeout_ms),
+            (&mut limits.call_timeout, &c.call_timeout_ms),
+        ] {
+            match value {
+                Some(ms) if *ms.get() == 0 => {
+                    sink.error(ms.pos(), "a timeout must be at least 1 ms")
+                }
+                Some(ms) => *field = std::time::Duration::from_millis(*ms.get()),
+                None => {}
+            }
+        }
+        connectors.insert(
+            name.clone(),
+            Connector {
+                library,
+                config,
+                limits,
+                at: c.library.pos(),
+            },
+        );
     }
     let cap = spec
         .limits

@@ -123,7 +123,9 @@ pub struct FileSourceSpec {
 pub struct EmailSpec {
     /// The From header, such as `Acme Success <success@acme.example>`.
     pub from: Option<Sp<String>>,
-    /// `file:DIR` (.eml files, the default) or `smtp://host:port`.
+    /// `file:DIR` (.eml files, the default), `smtp://[user:pass@]host:port`
+    /// (add `?tls=required` for STARTTLS, or `?tls=opportunistic`) or
+    /// `smtps://...` (implicit TLS).
     pub transport: Option<Sp<String>>,
 }
 
@@ -147,6 +149,13 @@ pub struct ConnectorSpec {
     /// The connector's own configuration, passed to it as JSON.
     #[schemars(with = "Option<serde_json::Value>")]
     pub config: Option<Sp<serde_json::Value>>,
+    /// The longest one HTTP request of the connector may take, in
+    /// milliseconds. Default 30000.
+    pub http_timeout_ms: Option<Sp<u64>>,
+    /// The longest one call into the connector (a poll, an action) may
+    /// take, in milliseconds; a call that takes longer is abandoned and
+    /// its action retried. Default 120000.
+    pub call_timeout_ms: Option<Sp<u64>>,
 }
 
 /// How a foreign JSON object becomes an event. Each value names a

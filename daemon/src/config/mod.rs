@@ -85,6 +85,10 @@ pub struct Webhook {
 pub struct Connector {
     pub library: PathBuf,
     pub config: serde_json::Value,
+    /// Timeouts of the plugin host for this connector.
+    pub limits: crate::plugin_host::Limits,
+    /// Where `library` is written, for `validate`'s messages.
+    pub at: diag::Pos,
 }
 
 /// A mapped inbound endpoint: the names of the fields that give an

@@ -32,11 +32,19 @@ enum Transport {
 struct SmtpPool {
     host: String,
     port: u16,
+    starttls: StartTls,
     credentials: Option<Credentials>,
     timeout: Duration,
     hello: ClientId,
     idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
     slots: Semaphore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartTls {
+    Never,
+    Opportunistic,
+    Required,
 }
 
 /// An idle connection older than this is tested before it is used.
@@ -61,6 +69,26 @@ impl SmtpPool {
         .await
         .map_err(|_| timed_out())?
         .map_err(smtp_error)?;
+        let offered = conn
+            .server_info()
+            .supports_feature(lettre::transport::smtp::extension::Extension::StartTls);
+        match (self.starttls, offered) {
+            (StartTls::Never, _) | (StartTls::Opportunistic, false) => {}
+            (StartTls::Required, false) => {
+                conn.abort().await;
+                return Err(SendError::Retryable(format!(
+                    "smtp: {}:{} does not offer STARTTLS, and the transport requires it",
+                    self.host, self.port
+                )));
+            }
+            (_, true) => {
+                let params = lettre::transport::smtp::client::TlsParameters::new(self.host.clone())
+                    .map_err(|e| SendError::Fatal(format!("smtp: TLS settings: {e}")))?;
+                conn.starttls(params, &self.hello)
+                    .await
+                    .map_err(smtp_error)?;
+            }
+        }
         if let Some(c) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
@@ -157,6 +185,18 @@ impl Mailer {
                 Some(("smtps", rest)) => (true, rest),
                 _ => return Err(format!("invalid email.transport `{transport}`")),
             };
+            // `?tls=required` (STARTTLS or fail) or `?tls=opportunistic`
+            // (STARTTLS when offered), as lettre's own URLs say it.
+            let (rest, starttls) = match rest.split_once('?') {
+                None => (rest, StartTls::Never),
+                Some((r, "tls=required")) => (r, StartTls::Required),
+                Some((r, "tls=opportunistic")) => (r, StartTls::Opportunistic),
+                Some((_, q)) => {
+                    return Err(format!(
+                        "invalid email.transport `{transport}`: unknown option `{q}` (expected `tls=required` or `tls=opportunistic`)"
+                    ));
+                }
+            };
             let (auth, hostport) = match rest.rsplit_once('@') {
                 Some((auth, hp)) => (Some(auth), hp),
                 None => (None, rest),
@@ -187,6 +227,7 @@ impl Mailer {
                 Transport::Smtp(SmtpPool {
                     host: host.to_string(),
                     port,
+                    starttls,
                     credentials,
                     timeout,
                     hello: ClientId::default(),

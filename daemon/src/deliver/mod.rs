@@ -2,6 +2,7 @@
 //! frequency cap, shared by the dry run and the daemon), the senders
 //! (`email`, `webhook`) and the outbox `worker` that drives them.
 
+pub mod connector;
 pub mod email;
 pub mod webhook;
 pub mod worker;

@@ -16,8 +16,8 @@ use super::webhook::Webhooks;
 use crate::config::{Cap, Delivery};
 use crate::store::{Claimed, Outcome, Result, Store};
 
-/// The kinds this worker delivers; connector rows wait for the plugin host.
-pub const KINDS: &[&str] = &["email", "webhook"];
+/// The kinds this worker delivers.
+pub const KINDS: &[&str] = &["email", "webhook", "connector"];
 
 pub struct Worker {
     pub mailer: Mailer,
@@ -25,7 +25,14 @@ pub struct Worker {
     pub cap: Option<Cap>,
     /// Grace, retries, lease, concurrency.
     pub delivery: Delivery,
+    /// Connector plugins (`deliver::connector`); without them, connector
+    /// rows are retried until the daemon runs with its plugins.
+    pub connectors: Option<super::connector::Connectors>,
 }
+
+/// One chain's claims with their outcomes, and the store error that
+/// stopped it, if one did.
+type ChainResult = (Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>);
 
 /// How a batch went.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,6 +64,7 @@ impl Worker {
             webhooks,
             cap,
             delivery,
+            connectors: None,
         }
     }
 
@@ -101,7 +109,9 @@ impl Worker {
             }
         }
         let gone = std::sync::Mutex::new(BTreeMap::<String, String>::new());
-        let results: Vec<Result<Vec<(Claimed, Outcome)>>> = futures_util::stream::iter(chains)
+        // A store error while deciding one claim hands that claim back
+        // untried (and is reported); the claims already sent still end.
+        let results: Vec<ChainResult> = futures_util::stream::iter(chains)
             .map(|chain| {
                 let (disabled, gone) = (&disabled, &gone);
                 async move {
@@ -110,12 +120,21 @@ impl Worker {
                     // and then failed (their places are given back when
                     // the batch's claims end).
                     let mut failed_here = 0;
+                    let mut failed = None;
                     for claim in chain {
-                        let outcome = if stop() {
+                        let outcome = if stop() || failed.is_some() {
                             Outcome::Released
                         } else {
-                            self.outcome(store, &claim, now, failed_here, disabled, gone)
-                                .await?
+                            match self
+                                .outcome(store, &claim, now, failed_here, disabled, gone)
+                                .await
+                            {
+                                Ok(o) => o,
+                                Err(e) => {
+                                    failed = Some(e);
+                                    Outcome::Released
+                                }
+                            }
                         };
                         if matches!(outcome, Outcome::Retry { .. } | Outcome::Dead { .. })
                             && self.capped(&claim)
@@ -124,7 +143,7 @@ impl Worker {
                         }
                         out.push((claim, outcome));
                     }
-                    Ok(out)
+                    (out, failed)
                 }
             })
             .buffer_unordered(self.delivery.concurrency.max(1))
@@ -132,10 +151,10 @@ impl Worker {
             .await;
         let mut ended = Vec::new();
         let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(v) => ended.extend(v),
-                Err(e) => first_error = first_error.or(Some(e)),
+        for (v, failed) in results {
+            ended.extend(v);
+            if first_error.is_none() {
+                first_error = failed;
             }
         }
         for (name, reason) in gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -197,6 +216,9 @@ impl Worker {
                     self.delivery.grace
                 ),
             });
+        }
+        if claim.kind == "connector" {
+            return super::connector::deliver(self, store, claim, now, due).await;
         }
         let result = if claim.kind == "email" {
             if let Some(reason) = self.consent(store, claim, now, failed_here).await? {
@@ -302,7 +324,7 @@ impl Worker {
 
     /// Exponential from `first_retry`, capped at `max_retry`, with ±20% jitter
     /// so that retries of one outage do not arrive together.
-    fn backoff(&self, attempts: i64) -> SignedDuration {
+    pub(super) fn backoff(&self, attempts: i64) -> SignedDuration {
         let exp = attempts.clamp(1, 30) - 1;
         let base = self.delivery.first_retry.as_secs_f64() * 2f64.powi(exp as i32);
         let capped = base.min(self.delivery.max_retry.as_secs_f64());

@@ -387,6 +387,14 @@ pub trait Store: Send + Sync {
 
     fn is_suppressed(&self, address: &str) -> impl Future<Output = Result<bool>> + Send;
 
+    /// A connector source's cursor (`None` before its first poll).
+    fn cursor(&self, source: &str) -> impl Future<Output = Result<Option<Value>>> + Send;
+
+    /// Replaces a connector source's cursor. Called after the accounts and
+    /// events of a poll are stored, so a crash repeats a poll (whose
+    /// results are deduplicated) but never skips one.
+    fn set_cursor(&self, source: &str, cursor: &Value) -> impl Future<Output = Result<()>> + Send;
+
     /// Emails sent to `address` after `since` (for the frequency cap).
     fn sends_since(
         &self,
@@ -449,17 +457,14 @@ pub trait Store: Send + Sync {
         }
     }
 
-    /// A source's saved position (a file offset, a connector's cursor).
-    fn cursor(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-
-    /// Accepts events and moves a source's cursor in one commit, so that a
-    /// restart neither reads them again nor skips any.
+    /// Accepts events and moves a source's cursor (as `set_cursor`) in one
+    /// commit, so that a restart neither reads them again nor skips any.
     fn ingest_at_cursor(
         &self,
         events: &[Event],
         received: Timestamp,
-        name: &str,
-        value: &str,
+        source: &str,
+        cursor: &Value,
     ) -> impl Future<Output = Result<Ingested>> + Send;
 
     /// Of these account ids, those not stored.

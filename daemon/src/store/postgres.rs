@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
@@ -594,26 +595,39 @@ impl Store for PgStore {
         Ok(out)
     }
 
-    async fn cursor(&self, name: &str) -> Result<Option<String>> {
+    async fn cursor(&self, source: &str) -> Result<Option<Value>> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
-            .bind(format!("cursor:{name}"))
+            .bind(format!("cursor:{source}"))
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        row.map(|r| {
+            serde_json::from_str(&r.get::<String, _>(0))
+                .map_err(|e| StoreError::Corrupt(format!("cursor of `{source}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn ingest_at_cursor(
         &self,
         events: &[Event],
         received: Timestamp,
-        name: &str,
-        value: &str,
+        source: &str,
+        cursor: &Value,
     ) -> Result<Ingested> {
         let mut tx = self.pool.begin().await?;
         let out = ingest_in(&mut tx, events, received).await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(format!("cursor:{name}"))
-            .bind(value)
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

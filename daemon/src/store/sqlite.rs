@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -441,6 +442,29 @@ impl Store for SqliteStore {
         Ok(row.get::<String, _>(0).into_bytes())
     }
 
+    // Cursors live in `meta` under `cursor:NAME`: one small row per
+    // source, no table of their own.
+    async fn cursor(&self, source: &str) -> Result<Option<Value>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(format!("cursor:{source}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            serde_json::from_str(&r.get::<String, _>(0))
+                .map_err(|e| StoreError::Corrupt(format!("cursor of `{source}`: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {
         sqlx::query("INSERT INTO suppressions (address, source, at) VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING")
             .bind(address.to_ascii_lowercase())
@@ -595,26 +619,19 @@ impl Store for SqliteStore {
             .map(|r| super::day_count(r.get("what"), r.get("day"), r.get("name"), r.get("count")))
             .collect()
     }
-    async fn cursor(&self, name: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
-            .bind(format!("cursor:{name}"))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
 
     async fn ingest_at_cursor(
         &self,
         events: &[Event],
         received: Timestamp,
-        name: &str,
-        value: &str,
+        source: &str,
+        cursor: &Value,
     ) -> Result<Ingested> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let out = ingest_in(&mut tx, events, received).await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(format!("cursor:{name}"))
-            .bind(value)
+            .bind(format!("cursor:{source}"))
+            .bind(cursor.to_string())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -339,6 +339,21 @@ async fn suite<S: Store>(s: &S) {
     s.suppress("ann@acme.example", "link", now).await.unwrap();
     assert!(s.is_suppressed("ANN@acme.example").await.unwrap());
 
+    // Connector cursors: absent, then the last one set, per source.
+    assert_eq!(s.cursor("zendesk").await.unwrap(), None);
+    s.set_cursor("zendesk", &json!({"after": "a1"}))
+        .await
+        .unwrap();
+    s.set_cursor("zendesk", &json!({"after": "a2"}))
+        .await
+        .unwrap();
+    s.set_cursor("hubspot", &json!(17)).await.unwrap();
+    assert_eq!(
+        s.cursor("zendesk").await.unwrap(),
+        Some(json!({"after": "a2"}))
+    );
+    assert_eq!(s.cursor("hubspot").await.unwrap(), Some(json!(17)));
+
     // An event another writer applied meanwhile makes a step stale, even
     // with a current version: nothing of it is written.
     let seq = s.pending_events(1).await.unwrap()[0].seq;
@@ -963,12 +978,12 @@ pub(super) async fn ops_suite<S: Store>(s: &S) {
             &[event(None, "a", "2026-03-01T00:00:00Z")],
             now,
             "file:e",
-            "10:1",
+            &json!("10:1"),
         )
         .await
         .unwrap();
     assert_eq!(n.accepted, 1);
-    assert_eq!(s.cursor("file:e").await.unwrap().as_deref(), Some("10:1"));
+    assert_eq!(s.cursor("file:e").await.unwrap(), Some(json!("10:1")));
 
     // Several steps in one commit: a stale one writes nothing of any.
     let trace = vec![TraceEntry {

@@ -1,16 +1,21 @@
 //! The dry run and the daemon agree: every simulate fixture whose events
 //! all happen inside its range (the daemon receives events live) is run
-//! through the store-backed runner on a virtual clock, and its outbox must
-//! hold exactly the actions `simulate` printed. Consent and caps are
-//! decided at send time by the senders, so statuses planned and suppressed
-//! compare equal; a render failure must be dead on both sides. Run on
-//! both stores: SQLite, and PostgreSQL (a database of its own per run).
+//! through the store-backed runner and the outbox worker on a virtual
+//! clock (emails to `.eml` files, webhooks to a real local receiver), and
+//! what the daemon delivered must be exactly what `simulate` printed:
+//! sent where it says planned, suppressed for the same reason, dead where
+//! a template failed. Connector actions are compared as planned (no
+//! plugin is loaded here). Run on both stores: SQLite, and PostgreSQL (a
+//! database of its own per run).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
+use touchpilot::deliver::email::Mailer;
+use touchpilot::deliver::webhook::Webhooks;
+use touchpilot::deliver::worker::Worker;
 use touchpilot::engine::Engine;
 use touchpilot::runner::Runner;
 use touchpilot::source::jsonl;
@@ -30,7 +35,7 @@ type Action = (
     String,
     String,
     String,
-    bool,
+    String,
 );
 
 fn arg(args: &str, name: &str) -> Timestamp {
@@ -43,7 +48,7 @@ fn arg(args: &str, name: &str) -> Timestamp {
     panic!("no {name}")
 }
 
-fn action(v: &Value, failed: bool) -> Action {
+fn action(v: &Value, status: String) -> Action {
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let target = match s("kind").as_str() {
         "email" => s("to"),
@@ -60,7 +65,7 @@ fn action(v: &Value, failed: bool) -> Action {
         s("kind"),
         target,
         s("template"),
-        failed,
+        status,
     )
 }
 
@@ -68,6 +73,8 @@ fn action(v: &Value, failed: bool) -> Action {
 trait Backend {
     type S: Store;
     async fn open(&self) -> Self::S;
+    /// Where the run's emails go (`.eml` files).
+    fn mail(&self) -> PathBuf;
 }
 
 struct Sqlite(PathBuf);
@@ -79,15 +86,49 @@ impl Backend for Sqlite {
             .await
             .unwrap()
     }
+    fn mail(&self) -> PathBuf {
+        self.0.with_extension("mail")
+    }
 }
 
-struct Postgres(String);
+struct Postgres(String, PathBuf);
 
 impl Backend for Postgres {
     type S = PgStore;
     async fn open(&self) -> PgStore {
         PgStore::open_with(&self.0, 2).await.unwrap()
     }
+    fn mail(&self) -> PathBuf {
+        self.1.clone()
+    }
+}
+
+/// The worker: emails to a folder of `.eml` files, every webhook endpoint
+/// of the fixture redirected to the local receiver.
+fn worker<S: Store>(runner: &Runner<S>, hooks: &str, mail: &Path) -> Worker {
+    let config = runner.engine().config;
+    let endpoints = config
+        .webhooks
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                touchpilot::config::Webhook {
+                    url: format!("{hooks}/{name}"),
+                    secret: None,
+                    allow_private: true,
+                },
+            )
+        })
+        .collect();
+    let mailer = Mailer::new(
+        &format!("file:{}", mail.display()),
+        "cs@vendor.example",
+        mail,
+    )
+    .unwrap();
+    let webhooks = Webhooks::new(endpoints, std::time::Duration::from_secs(5)).unwrap();
+    Worker::new(mailer, webhooks, config.cap, config.delivery)
 }
 
 async fn start<B: Backend>(dir: &Path, db: &B) -> Runner<B::S> {
@@ -108,7 +149,9 @@ async fn daemon_actions<B: Backend>(
     to: Timestamp,
     db: &B,
     restart: bool,
+    hooks: &str,
 ) -> Vec<Action> {
+    let mail = db.mail();
     let mut runner = start(dir, db).await;
     let accounts = jsonl::read_accounts(&dir.join("accounts.jsonl")).unwrap();
     runner.seed(accounts, from).await.unwrap();
@@ -132,6 +175,15 @@ async fn daemon_actions<B: Backend>(
         if restart {
             runner = start(dir, db).await;
         }
+        // What goes out at this instant, after its events and timers.
+        let w = worker(&runner, hooks, &mail);
+        while w
+            .deliver_due(&runner.store, now, 100_000, &|| false)
+            .await
+            .unwrap()
+            .total()
+            > 0
+        {}
         let next_event = runner
             .store
             .pending_events(1)
@@ -140,7 +192,12 @@ async fn daemon_actions<B: Backend>(
             .first()
             .map(|e| e.at);
         let next_due = runner.store.next_due().await.unwrap();
-        let next = [next_event, next_due]
+        let next_out = runner
+            .store
+            .next_outbox_at(&["email", "webhook"])
+            .await
+            .unwrap();
+        let next = [next_event, next_due, next_out]
             .into_iter()
             .flatten()
             .filter(|t| *t > now)
@@ -161,7 +218,14 @@ async fn daemon_actions<B: Backend>(
             let mut p = r.payload.clone();
             p["account"] = Value::String(r.account.clone());
             p["kind"] = Value::String(r.kind.clone());
-            action(&p, r.state == touchpilot::store::OutboxState::Dead)
+            use touchpilot::store::OutboxState as S;
+            let status = match (r.state, r.kind.as_str()) {
+                (S::Sent, _) | (S::Pending, "connector") => "planned".to_string(),
+                (S::Suppressed, _) => format!("suppressed:{}", r.last_error.unwrap_or_default()),
+                (S::Dead, _) => "failed".to_string(),
+                (other, _) => format!("{other:?}: {:?}", r.last_error),
+            };
+            action(&p, status)
         })
         .collect();
     out.sort();
@@ -185,8 +249,11 @@ fn simulate_actions(dir: &Path, from: Timestamp, to: Timestamp) -> Vec<Action> {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            let failed = v["status"] == "failed";
-            action(&v, failed)
+            let status = match v["status"].as_str().unwrap() {
+                "suppressed" => format!("suppressed:{}", v["reason"].as_str().unwrap()),
+                other => other.to_string(),
+            };
+            action(&v, status)
         })
         .collect();
     v.sort();
@@ -213,25 +280,27 @@ fn live_only(dir: &Path, from: Timestamp) -> bool {
 /// Also: a daemon restarted after every step plans the same, so a restart
 /// neither refires nor skips.
 #[tokio::test]
-async fn the_daemon_plans_exactly_what_the_dry_run_prints() {
+async fn the_daemon_delivers_exactly_what_the_dry_run_prints() {
     let tmp = tempfile::tempdir().unwrap();
     agree(async |name: &str| Sqlite(tmp.path().join(format!("{name}.db")))).await;
 }
 
 /// The same on PostgreSQL: each run in a database of its own.
 #[tokio::test]
-async fn the_daemon_on_postgres_plans_exactly_what_the_dry_run_prints() {
+async fn the_daemon_on_postgres_delivers_exactly_what_the_dry_run_prints() {
+    let tmp = tempfile::tempdir().unwrap();
     let dbs = std::sync::Mutex::new(Vec::new());
-    agree(async |_: &str| {
+    agree(async |name: &str| {
         let db = crate::cluster::Db::create(&crate::cluster::pg_admin()).await;
         let url = db.scratch.url.clone();
         dbs.lock().unwrap().push(db);
-        Postgres(url)
+        Postgres(url, tmp.path().join(format!("{name}.mail")))
     })
     .await;
 }
 
 async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
+    let (hooks, _received) = crate::deliver::receiver(&[]).await;
     let mut compared = 0;
     let mut failures = Vec::new();
     for dir in cases("simulate") {
@@ -242,13 +311,14 @@ async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
         }
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let sim = simulate_actions(&dir, from, to);
-        let daemon = daemon_actions(&dir, from, to, &backend(&name).await, false).await;
+        let daemon = daemon_actions(&dir, from, to, &backend(&name).await, false, &hooks).await;
         let restarted = daemon_actions(
             &dir,
             from,
             to,
             &backend(&format!("{name}-restarted")).await,
             true,
+            &hooks,
         )
         .await;
         compared += 1;

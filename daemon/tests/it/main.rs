@@ -3,9 +3,12 @@
 mod agree;
 mod cli;
 mod cluster;
+mod connectors;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod plugins;
 mod process;
 mod smtp;
 mod support;
+mod vendors;

@@ -24,10 +24,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    fn start_with(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .env("TOUCHPILOT_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -99,6 +104,12 @@ impl Daemon {
         let logs = self.logs.lock().unwrap().clone();
         assert_eq!(status.code(), Some(0), "{logs:?}");
         logs
+    }
+
+    /// Waits for the exit a signal already asked for.
+    fn stop_after_signal(mut self) {
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{:?}", self.logs.lock().unwrap());
     }
 
     fn kill9(self) {
@@ -511,4 +522,50 @@ async fn sigkill_during_thousands_of_sends_loses_nothing() {
         hooks.values().all(|s| s.len() == 1),
         "an account's webhook came with two different ids"
     );
+}
+
+/// The systemd notification protocol, read from a socket of our own as
+/// systemd would: READY once serving, WATCHDOG pings, RELOADING then READY
+/// around a reload, STOPPING on SIGTERM.
+#[test]
+fn it_speaks_the_systemd_notification_protocol() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_setup(
+        dir.path(),
+        "file:outbox",
+        "http://127.0.0.1:9/hook",
+        &[json!({"id": "a1", "name": "Acme", "contacts": []})],
+    );
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let daemon = Daemon::start_with(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut buf = [0u8; 4096];
+    let mut next = |want: &str| -> String {
+        loop {
+            let n = socket.recv(&mut buf).expect("a notification");
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            if msg.contains(want) {
+                return msg;
+            }
+        }
+    };
+    next("READY=1");
+    next("WATCHDOG=1");
+    daemon.signal("-HUP");
+    let reloading = next("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    next("READY=1");
+    daemon.signal("-TERM");
+    next("STOPPING=1");
+    daemon.stop_after_signal();
 }

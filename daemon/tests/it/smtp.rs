@@ -125,3 +125,32 @@ async fn a_server_that_is_not_there_is_retryable() {
         other => panic!("a refused connection must be retryable: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn starttls_is_required_or_opportunistic_as_the_transport_says() {
+    let s = server();
+    let mailer = |q: &str| {
+        Mailer::new(
+            &format!("smtp://127.0.0.1:{}{q}", s.port),
+            "a@b.io",
+            std::path::Path::new("."),
+        )
+    };
+    // The test server offers no STARTTLS: required refuses to send in clear.
+    match mailer("?tls=required")
+        .unwrap()
+        .send(&payload("ann@acme.example"))
+        .await
+    {
+        Err(SendError::Retryable(e)) => assert!(e.contains("does not offer STARTTLS"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    mailer("?tls=opportunistic")
+        .unwrap()
+        .send(&payload("ann@acme.example"))
+        .await
+        .expect("sent in clear when TLS is not offered");
+    assert_eq!(std::fs::read_dir(s.maildir.path()).unwrap().count(), 1);
+    let err = mailer("?tls=maybe").err().expect("refused");
+    assert!(err.contains("unknown option `tls=maybe`"), "{err}");
+}
