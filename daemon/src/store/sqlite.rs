@@ -119,6 +119,12 @@ fn instant(us: i64) -> Result<Timestamp> {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One writer at a time inside the process. SQLite serialises writers
+    /// anyway, but a connection that finds the database locked sleeps in
+    /// its busy handler (1, 2, 5, ... 100 ms steps) instead of waking when
+    /// the lock is free: under load that was most of the latency. Other
+    /// processes (the ops commands) still meet the busy timeout.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
@@ -135,12 +141,16 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            writer: tokio::sync::Mutex::new(()),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn migrate(&self) -> Result<()> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             .execute(&mut *tx)
@@ -185,6 +195,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let out = ingest_in(&mut tx, events, received).await?;
         tx.commit().await?;
@@ -196,6 +207,7 @@ impl Store for SqliteStore {
         batches: &[Vec<Event>],
         received: Timestamp,
     ) -> Result<Vec<Ingested>> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
@@ -255,6 +267,7 @@ impl Store for SqliteStore {
 
     async fn commit_steps(&self, steps: &[Step]) -> Result<()> {
         let now = micros(Timestamp::now());
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for step in steps {
             // An error drops the transaction, which rolls it back: all or nothing.
@@ -289,6 +302,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>> {
         let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
@@ -339,6 +353,7 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = finish_in(&mut tx, id, token, outcome, now).await?;
         tx.commit().await?;
@@ -350,6 +365,7 @@ impl Store for SqliteStore {
         done: &[(String, i64, Outcome)],
         now: Timestamp,
     ) -> Result<Vec<bool>> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::with_capacity(done.len());
         for (id, token, outcome) in done {
@@ -399,6 +415,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for seq in seqs {
             sqlx::query("UPDATE events SET applied = 2 WHERE seq = ? AND applied = 0")
@@ -428,6 +445,7 @@ impl Store for SqliteStore {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING",
@@ -457,6 +475,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
+        let _writing = self.writer.lock().await;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(format!("cursor:{source}"))
             .bind(cursor.to_string())
@@ -466,6 +485,7 @@ impl Store for SqliteStore {
     }
 
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {
+        let _writing = self.writer.lock().await;
         sqlx::query("INSERT INTO suppressions (address, source, at) VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING")
             .bind(address.to_ascii_lowercase())
             .bind(source)
@@ -492,6 +512,7 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<bool> {
         // One writer at a time: the count and the reservation cannot interleave.
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let address = address.to_ascii_lowercase();
         let counted: i64 = sqlx::query(
@@ -530,6 +551,7 @@ impl Store for SqliteStore {
 
     async fn maintain(&self, now: Timestamp, before: Timestamp) -> Result<Maintained> {
         // One process per SQLite file: the write lock is the maintenance lock.
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rescued = sqlx::query(
             "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
@@ -627,6 +649,7 @@ impl Store for SqliteStore {
         source: &str,
         cursor: &Value,
     ) -> Result<Ingested> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let out = ingest_in(&mut tx, events, received).await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
@@ -659,6 +682,7 @@ impl Store for SqliteStore {
     }
 
     async fn disable_endpoint(&self, name: &str, reason: &str, at: Timestamp) -> Result<()> {
+        let _writing = self.writer.lock().await;
         sqlx::query("INSERT INTO disabled_endpoints (name, reason, at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(reason)
@@ -669,6 +693,7 @@ impl Store for SqliteStore {
     }
 
     async fn enable_endpoint(&self, name: &str) -> Result<bool> {
+        let _writing = self.writer.lock().await;
         let done = sqlx::query("DELETE FROM disabled_endpoints WHERE name = ?")
             .bind(name)
             .execute(&self.pool)
@@ -751,6 +776,7 @@ impl Store for SqliteStore {
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
+        let _writing = self.writer.lock().await;
         let done = sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = ?, last_error = NULL, updated = ? WHERE id = ? AND state = 'dead'",
         )
@@ -784,35 +810,48 @@ impl Store for SqliteStore {
     }
 }
 
+/// Events in one statement: one round trip to SQLite's thread, however
+/// many events (a statement per event was most of the cost of a batch).
 async fn ingest_in(
     c: &mut SqliteConnection,
     events: &[Event],
     received: Timestamp,
 ) -> Result<Ingested> {
-    let mut out = Ingested {
-        accepted: 0,
-        duplicates: 0,
-    };
-    for e in events {
-        let at = e.at.unwrap_or(received);
-        let done = sqlx::query(
-            "INSERT INTO events (id, account, type, at, received, data) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(e.id.as_deref())
-        .bind(&e.account)
-        .bind(&e.kind)
-        .bind(micros(at))
-        .bind(micros(received))
-        .bind(e.data.to_string())
-        .execute(&mut *c)
-        .await?;
-        if done.rows_affected() == 1 {
-            out.accepted += 1;
-        } else {
-            out.duplicates += 1;
-        }
+    if events.is_empty() {
+        return Ok(Ingested {
+            accepted: 0,
+            duplicates: 0,
+        });
     }
-    Ok(out)
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e.id,
+                e.account,
+                e.kind,
+                micros(e.at.unwrap_or(received)),
+                e.data
+            ])
+        })
+        .collect();
+    // Array order is arrival order: `seq` keeps it.
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, account, type, at, received, data)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                json_extract(value, '$[3]'), ?2, json_extract(value, '$[4]')
+         FROM json_each(?1) WHERE true ORDER BY key
+         ON CONFLICT (id) DO NOTHING RETURNING seq",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(micros(received))
+    .fetch_all(&mut *c)
+    .await?
+    .len();
+    Ok(Ingested {
+        accepted: inserted,
+        duplicates: events.len() - inserted,
+    })
 }
 
 async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> {
@@ -852,31 +891,57 @@ async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> 
     if written != 1 {
         return Err(StoreError::Conflict(id));
     }
-    for o in &step.outbox {
+    // Outbox rows and trace entries: a statement each (the applied events
+    // were marked first, above).
+    if !step.outbox.is_empty() {
+        let rows: Vec<serde_json::Value> = step
+            .outbox
+            .iter()
+            .map(|o| {
+                serde_json::json!([
+                    uuid::Uuid::now_v7().to_string(),
+                    o.key,
+                    o.account,
+                    o.kind,
+                    o.payload,
+                    micros(o.at),
+                    if o.failure.is_some() {
+                        "dead"
+                    } else {
+                        "pending"
+                    },
+                    o.failure
+                ])
+            })
+            .collect();
         sqlx::query(
-            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    json_extract(value, '$[6]'), json_extract(value, '$[5]'), json_extract(value, '$[7]'), ?2
+             FROM json_each(?1) WHERE true ORDER BY key
+             ON CONFLICT (key) DO NOTHING",
         )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&o.key)
-        .bind(&o.account)
-        .bind(&o.kind)
-        .bind(o.payload.to_string())
-        .bind(micros(o.at))
-        .bind(if o.failure.is_some() { "dead" } else { "pending" })
-        .bind(micros(o.at))
-        .bind(o.failure.as_deref())
+        .bind(serde_json::Value::Array(rows).to_string())
         .bind(now)
         .execute(&mut *c)
         .await?;
     }
-    for t in &step.trace {
-        sqlx::query("INSERT INTO trace (account, at, kind, detail) VALUES (?, ?, ?, ?)")
-            .bind(&id)
-            .bind(micros(t.at))
-            .bind(&t.kind)
-            .bind(t.detail.to_string())
-            .execute(&mut *c)
-            .await?;
+    if !step.trace.is_empty() {
+        let rows: Vec<serde_json::Value> = step
+            .trace
+            .iter()
+            .map(|t| serde_json::json!([micros(t.at), t.kind, t.detail]))
+            .collect();
+        sqlx::query(
+            "INSERT INTO trace (account, at, kind, detail)
+             SELECT ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+             FROM json_each(?1) ORDER BY key",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(&id)
+        .execute(&mut *c)
+        .await?;
     }
     Ok(())
 }
