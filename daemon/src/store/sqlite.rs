@@ -353,11 +353,10 @@ impl Store for SqliteStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = finish_in(&mut tx, id, token, outcome, now).await?;
-        tx.commit().await?;
-        Ok(done)
+        let done = self
+            .finish_many(&[(id.to_string(), token, outcome.clone())], now)
+            .await?;
+        Ok(done[0])
     }
 
     async fn finish_many(
@@ -365,14 +364,80 @@ impl Store for SqliteStore {
         done: &[(String, i64, Outcome)],
         now: Timestamp,
     ) -> Result<Vec<bool>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One UPDATE for the whole batch, fenced row by row by its token.
+        let rows: Vec<serde_json::Value> = done
+            .iter()
+            .map(|(id, token, outcome)| {
+                let (state, next, error) = ending(outcome);
+                serde_json::json!([
+                    id,
+                    token,
+                    state.as_str(),
+                    next,
+                    error,
+                    i64::from(*outcome == Outcome::Released)
+                ])
+            })
+            .collect();
         let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut out = Vec::with_capacity(done.len());
-        for (id, token, outcome) in done {
-            out.push(finish_in(&mut tx, id, *token, outcome, now).await?);
+        let ended = sqlx::query(
+            "UPDATE outbox SET state = j.state, next_attempt = COALESCE(j.next, next_attempt),
+                 last_error = COALESCE(j.error, last_error), attempts = attempts - j.uncount,
+                 lease_until = NULL, updated = ?2
+             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
+                          json_extract(value, '$[2]') AS state, json_extract(value, '$[3]') AS next,
+                          json_extract(value, '$[4]') AS error, json_extract(value, '$[5]') AS uncount
+                   FROM json_each(?1)) AS j
+             WHERE outbox.id = j.id AND outbox.token = j.token AND outbox.state = 'sending'
+             RETURNING outbox.id,
+                 CASE WHEN outbox.kind = 'email' AND outbox.state = 'sent'
+                      THEN lower(json_extract(outbox.payload, '$.to')) END AS address",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(micros(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        // A sent email counts toward its address's cap, in the same commit
+        // (already, when its send was reserved: one row per outbox id).
+        let sent: Vec<serde_json::Value> = ended
+            .iter()
+            .filter_map(|r| {
+                r.get::<Option<String>, _>("address")
+                    .map(|a| serde_json::json!([a, r.get::<String, _>("id")]))
+            })
+            .collect();
+        if !sent.is_empty() {
+            sqlx::query(
+                "INSERT INTO sends (address, at, outbox_id)
+                 SELECT json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]')
+                 FROM json_each(?1) WHERE true
+                 ON CONFLICT (outbox_id) DO NOTHING",
+            )
+            .bind(serde_json::Value::Array(sent).to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ended: std::collections::HashSet<String> =
+            ended.iter().map(|r| r.get::<String, _>("id")).collect();
+        // Any other end gives a reservation back.
+        let unsent: Vec<&str> = done
+            .iter()
+            .filter(|(id, _, outcome)| *outcome != Outcome::Sent && ended.contains(id))
+            .map(|(id, ..)| id.as_str())
+            .collect();
+        if !unsent.is_empty() {
+            sqlx::query("DELETE FROM sends WHERE outbox_id IN (SELECT value FROM json_each(?))")
+                .bind(serde_json::to_string(&unsent).expect("strings serialize"))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(done.iter().map(|(id, ..)| ended.contains(id)).collect())
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
@@ -946,56 +1011,24 @@ async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> 
     Ok(())
 }
 
-async fn finish_in(
-    c: &mut SqliteConnection,
-    id: &str,
-    token: i64,
-    outcome: &Outcome,
-    now: Timestamp,
-) -> Result<bool> {
-    let (state, next, error) = super::finish_columns(outcome);
-    let next = next.map(micros);
-    // A released claim was never tried: its attempt does not count.
-    let uncount = i64::from(*outcome == Outcome::Released);
-    let row = sqlx::query(
-        "UPDATE outbox SET state = ?, next_attempt = COALESCE(?, next_attempt), last_error = COALESCE(?, last_error),
-             attempts = attempts - ?, lease_until = NULL, updated = ?
-         WHERE id = ? AND token = ? AND state = 'sending'
-         RETURNING kind, payload",
-    )
-    .bind(state.as_str())
-    .bind(next)
-    .bind(error)
-    .bind(uncount)
-    .bind(micros(now))
-    .bind(id)
-    .bind(token)
-    .fetch_optional(&mut *c)
-    .await?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    // A sent email counts toward its address's cap, in the same commit
-    // (already, when its send was reserved); any other end gives a
-    // reservation back.
-    if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
-        let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
-            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
-        if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-            sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
-                .bind(to.to_ascii_lowercase())
-                .bind(micros(now))
-                .bind(id)
-                .execute(&mut *c)
-                .await?;
-        }
-    } else if *outcome != Outcome::Sent {
-        sqlx::query("DELETE FROM sends WHERE outbox_id = ?")
-            .bind(id)
-            .execute(&mut *c)
-            .await?;
+/// The state, next attempt and error an outcome leaves a row with.
+fn ending(outcome: &Outcome) -> (OutboxState, Option<i64>, Option<&str>) {
+    match outcome {
+        Outcome::Sent => (OutboxState::Sent, None, None),
+        Outcome::Retry {
+            next_attempt,
+            error,
+        } => (
+            OutboxState::Pending,
+            Some(micros(*next_attempt)),
+            Some(error.as_str()),
+        ),
+        Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
+        Outcome::Suppressed { reason } => (OutboxState::Suppressed, None, Some(reason.as_str())),
+        Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
+        // Never tried: pending again, its attempt not counted.
+        Outcome::Released => (OutboxState::Pending, None, None),
     }
-    Ok(true)
 }
 
 const LISTED: &str =
