@@ -324,7 +324,12 @@ async fn put_account<S: Store + 'static>(
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match st.runner.put_account(account, Timestamp::now()).await {
+    let put = async {
+        let p = st.runner.put_account(account, Timestamp::now()).await?;
+        st.runner.store.durable().await?;
+        Ok::<_, crate::store::StoreError>(p)
+    };
+    match put.await {
         Ok(p) => {
             st.counters.record(&p);
             st.wake.notify_one();

@@ -310,6 +310,12 @@ pub(crate) fn day_count(what: String, day: i64, name: String, count: i64) -> Res
 
 /// The persistence contract of the daemon. Implementations must make every
 /// method that returns `Ok` durable before it returns.
+
+/// The persistence contract of the daemon. Every method that returns `Ok`
+/// must have made its write durable, except the daemon's own progress
+/// (`commit_steps`, `claim`, `finish_many`), which may trail until the next
+/// durable write or `durable()`: losing its last commits to a power loss
+/// only repeats work under the same idempotency keys and ids.
 pub trait Store: Send + Sync {
     /// Accepts events: all of them or none. An event whose id was accepted
     /// before is a duplicate and is not stored again.
@@ -466,6 +472,13 @@ pub trait Store: Send + Sync {
         source: &str,
         cursor: &Value,
     ) -> impl Future<Output = Result<Ingested>> + Send;
+
+    /// Makes every write so far durable. A store may commit its own
+    /// progress (steps, claims) more cheaply; before acknowledging such a
+    /// write to someone outside (an account upsert), the caller asks this.
+    fn durable(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 
     /// Of these account ids, those not stored.
     fn missing_accounts(&self, ids: &[&str]) -> impl Future<Output = Result<Vec<String>>> + Send;
