@@ -308,9 +308,6 @@ pub(crate) fn day_count(what: String, day: i64, name: String, count: i64) -> Res
     })
 }
 
-/// The persistence contract of the daemon. Implementations must make every
-/// method that returns `Ok` durable before it returns.
-
 /// The persistence contract of the daemon. Every method that returns `Ok`
 /// must have made its write durable, except the daemon's own progress
 /// (`commit_steps`, `claim`, `finish_many`), which may trail until the next
