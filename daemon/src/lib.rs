@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliver;
 pub mod engine;
 pub mod evaluate;
+pub mod maintain;
 pub mod model;
 pub mod ops;
 pub mod plugin_host;

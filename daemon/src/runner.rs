@@ -223,22 +223,32 @@ impl<S: Store> Runner<S> {
         let engine = self.engine();
         let mut progress = Progress::default();
         for chunk in accounts.chunks(500) {
-            let ids: Vec<&str> = chunk.iter().map(Account::id).collect();
-            let missing = self.store.missing_accounts(&ids).await?;
-            let mut built = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            for account in chunk {
-                if !missing.iter().any(|m| m == account.id()) || !seen.insert(account.id()) {
-                    continue;
+            for attempt in 0..CONFLICT_RETRIES {
+                let ids: Vec<&str> = chunk.iter().map(Account::id).collect();
+                let missing = self.store.missing_accounts(&ids).await?;
+                let mut built = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for account in chunk {
+                    if !missing.iter().any(|m| m == account.id()) || !seen.insert(account.id()) {
+                        continue;
+                    }
+                    let mut p = Pending::new(AccountState::new(account.clone(), now), None);
+                    let mut decisions = Vec::new();
+                    engine.admit(&mut p.state, now, Mode::Silent, &mut decisions);
+                    engine.restart_entry(&mut p.state, now);
+                    p.record(decisions, None);
+                    built.push(p);
                 }
-                let mut p = Pending::new(AccountState::new(account.clone(), now), None);
-                let mut decisions = Vec::new();
-                engine.admit(&mut p.state, now, Mode::Silent, &mut decisions);
-                engine.restart_entry(&mut p.state, now);
-                p.record(decisions, None);
-                built.push(p);
+                match self.commit(&engine, built).await {
+                    // Another instance seeding the same accounts was first:
+                    // look again at which are missing.
+                    Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => continue,
+                    other => {
+                        progress.absorb(other?);
+                        break;
+                    }
+                }
             }
-            progress.absorb(self.commit(&engine, built).await?);
         }
         Ok(progress)
     }
@@ -284,7 +294,13 @@ impl<S: Store> Runner<S> {
         let mut attempt = 0;
         loop {
             match self.apply_pending_once(now, batch).await {
-                Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => attempt += 1,
+                // Another writer (an instance sharing the store) moved an
+                // account or applied an event first: read the batch again.
+                Err(StoreError::Conflict(_) | StoreError::AlreadyApplied(_))
+                    if attempt + 1 < CONFLICT_RETRIES =>
+                {
+                    attempt += 1
+                }
                 other => return other,
             }
         }

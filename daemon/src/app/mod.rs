@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -30,8 +30,9 @@ use crate::model::event::Event;
 use crate::runner::{Progress, Runner};
 use crate::source::follow::{self, Position};
 use crate::source::jsonl;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Ingested, Store};
+use crate::store::{Ingested, Store, Wakers};
 
 /// The longest a loop sleeps without looking again (a clock change, a
 /// row written by another process).
@@ -77,16 +78,27 @@ pub async fn run_with(
     control: Control,
 ) -> anyhow::Result<()> {
     crate::tls::init();
-    if !config.store.starts_with("sqlite:") {
-        bail!(
-            "store `{}`: only SQLite is supported by this version (PostgreSQL is coming)",
-            config.store
-        );
+    if config.store.starts_with("postgres://") || config.store.starts_with("postgresql://") {
+        let store = PgStore::open(&config.store)
+            .await
+            .with_context(|| format!("while opening the store `{}`", redact(&config.store)))?;
+        return serve(config, store, listener, control).await;
     }
     let store = SqliteStore::open(&config.store)
         .await
         .with_context(|| format!("while opening the store `{}`", config.store))?;
     serve(config, store, listener, control).await
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
 }
 
 /// The delivery worker a configuration describes, with the connector
@@ -172,6 +184,15 @@ pub async fn serve<S: Store + 'static>(
         counters: counters.clone(),
     });
 
+    // Other instances sharing the store wake these loops too.
+    runner
+        .store
+        .watch(Wakers {
+            engine: wake_engine.clone(),
+            outbox: wake_worker.clone(),
+        })
+        .await
+        .context("while listening for other instances")?;
     // Connectors: their sources poll, their webhooks are served beside the API.
     let hooks = api::vendor_hooks::router(Arc::new(api::vendor_hooks::HooksState {
         connectors: connectors.clone(),
@@ -180,6 +201,12 @@ pub async fn serve<S: Store + 'static>(
         public_url: public,
     }));
     let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(crate::maintain::maintenance_loop(
+        runner.clone(),
+        config.retention,
+        config.cap.map(|c| c.per.span()).unwrap_or_default(),
+        shutdown.clone(),
+    ));
     tasks.spawn(crate::source::connector::poll_loop(
         connectors.clone(),
         runner.clone(),

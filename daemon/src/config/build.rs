@@ -246,6 +246,17 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             },
         );
     }
+    let mut retention = crate::maintain::DEFAULT_RETENTION;
+    if let Some(v) = &spec.retention {
+        match duration::interval(v.get()) {
+            Ok(i) if i >= jiff::SignedDuration::from_hours(24) => retention = i,
+            Ok(_) => sink.error(
+                v.pos(),
+                "`retention` must be at least `1d`: history younger than a day is never compacted",
+            ),
+            Err(e) => sink.error(v.pos(), e),
+        }
+    }
     let mut delivery = Delivery::default();
     if let Some(d) = &spec.delivery {
         for (field, slot) in [
@@ -433,6 +444,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Loaded {
             cap,
             delivery,
             log,
+            retention,
         },
         diags,
     ))

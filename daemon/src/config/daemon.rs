@@ -19,8 +19,13 @@ pub struct DaemonSpec {
     pub templates: Sp<String>,
     /// Default IANA timezone for accounts and playbooks with none. Default `UTC`.
     pub timezone: Option<Sp<String>>,
-    /// `sqlite:PATH` (default `sqlite:touchpilot.db`) or `postgres://...`.
+    /// `sqlite:PATH` (default `sqlite:touchpilot.db`) or `postgres://...`
+    /// (any number of daemons may share one PostgreSQL database).
     pub store: Option<Sp<String>>,
+    /// How long delivery records, applied events and traces are kept in
+    /// full before they are folded into per-day counts, such as `90d` (the
+    /// default). Never shorter, in effect, than the frequency cap's window.
+    pub retention: Option<Sp<Scalar>>,
     /// The HTTP API.
     pub http: Option<HttpSpec>,
     /// Where accounts and events come from.

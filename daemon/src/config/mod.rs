@@ -45,6 +45,8 @@ pub struct Config {
     pub cap: Option<Cap>,
     pub delivery: Delivery,
     pub log: Log,
+    /// History kept in full before compaction into per-day counts.
+    pub retention: jiff::SignedDuration,
 }
 
 impl Config {

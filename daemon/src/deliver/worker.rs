@@ -116,14 +116,17 @@ impl Worker {
                 let (disabled, gone) = (&disabled, &gone);
                 async move {
                     let mut out = Vec::with_capacity(chain.len());
+                    // Emails of this chain that took a place under the cap
+                    // and then failed (their places are given back when
+                    // the batch's claims end).
+                    let mut failed_here = 0;
                     let mut failed = None;
-                    let mut sent_here = 0;
                     for claim in chain {
                         let outcome = if stop() || failed.is_some() {
                             Outcome::Released
                         } else {
                             match self
-                                .outcome(store, &claim, now, sent_here, disabled, gone)
+                                .outcome(store, &claim, now, failed_here, disabled, gone)
                                 .await
                             {
                                 Ok(o) => o,
@@ -133,8 +136,10 @@ impl Worker {
                                 }
                             }
                         };
-                        if outcome == Outcome::Sent {
-                            sent_here += 1;
+                        if matches!(outcome, Outcome::Retry { .. } | Outcome::Dead { .. })
+                            && self.capped(&claim)
+                        {
+                            failed_here += 1;
                         }
                         out.push((claim, outcome));
                     }
@@ -194,7 +199,7 @@ impl Worker {
         store: &S,
         claim: &Claimed,
         now: Timestamp,
-        sent_here: i64,
+        failed_here: i64,
         disabled: &HashMap<String, String>,
         gone: &std::sync::Mutex<BTreeMap<String, String>>,
     ) -> Result<Outcome> {
@@ -216,7 +221,7 @@ impl Worker {
             return super::connector::deliver(self, store, claim, now, due).await;
         }
         let result = if claim.kind == "email" {
-            if let Some(reason) = self.consent(store, claim, now, sent_here).await? {
+            if let Some(reason) = self.consent(store, claim, now, failed_here).await? {
                 return Ok(Outcome::Suppressed {
                     reason: reason.to_string(),
                 });
@@ -263,6 +268,16 @@ impl Worker {
         })
     }
 
+    /// Whether the cap applies to this claim (a contact's email from a
+    /// moment without `bypass_limits`, with a cap configured).
+    fn capped(&self, claim: &Claimed) -> bool {
+        let p = &claim.payload;
+        let flag = |k: &str| p.get(k).and_then(Value::as_bool).unwrap_or(false);
+        self.cap.is_some()
+            && claim.kind == "email"
+            && super::cap_applies(flag("contact"), flag("bypass_limits"))
+    }
+
     /// Unsubscribes and the cap, decided now: a link clicked after the
     /// moment fired, or other mail sent since, is honoured.
     async fn consent<S: Store>(
@@ -270,7 +285,7 @@ impl Worker {
         store: &S,
         claim: &Claimed,
         now: Timestamp,
-        sent_here: i64,
+        failed_here: i64,
     ) -> Result<Option<&'static str>> {
         let p = &claim.payload;
         let to = p.get("to").and_then(Value::as_str).unwrap_or("");
@@ -293,7 +308,14 @@ impl Worker {
             && super::cap_applies(contact, bypass)
         {
             let since = now.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
-            if store.sends_since(to, since).await? + sent_here >= i64::from(cap.max) {
+            // Counted now, atomically, so instances sharing the store cannot
+            // both take the last place; given back unless sent. This chain's
+            // earlier emails that took a place and failed give theirs back
+            // only when the batch ends: they do not count meanwhile.
+            if !store
+                .reserve_send(&claim.id, to, since, i64::from(cap.max) + failed_here, now)
+                .await?
+            {
                 return Ok(Some("frequency_cap"));
             }
         }

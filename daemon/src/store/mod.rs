@@ -3,16 +3,19 @@
 //! next due time, ingested events, the outbox, suppressions and the sends
 //! that frequency caps count.
 //!
-//! `Store` is the contract both databases implement (SQLite now, PostgreSQL
-//! next), and `tests::suite` the one test suite both must pass. Every write
-//! that acknowledges something (an event accepted, a step's outbox rows) is
-//! one transaction, committed durably before the call returns.
+//! `Store` is the contract both databases implement (`sqlite`, and
+//! `postgres` for several daemons sharing one database), and `tests::suite`
+//! the one test suite both must pass. Every write that acknowledges
+//! something (an event accepted, a step's outbox rows) is one transaction,
+//! committed durably before the call returns.
 
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -26,10 +29,17 @@ use crate::model::event::Event;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database cannot be reached or refuses us, with where and why.
+    #[error("{0}")]
+    Connect(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("account `{0}` was changed by another writer; reload and retry")]
     Conflict(String),
+    /// An event of the step was applied by another writer meanwhile: the
+    /// step is stale and nothing was written; the event needs nothing more.
+    #[error("an event for account `{0}` was already applied by another writer")]
+    AlreadyApplied(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -228,6 +238,76 @@ pub enum Outcome {
     Released,
 }
 
+/// What one maintenance pass did. `ran` is false when another instance
+/// holds the maintenance lock (PostgreSQL); `more` when a batch limit was
+/// reached and another pass should follow at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Maintained {
+    pub ran: bool,
+    /// `sending` rows whose lease expired, made `pending` again.
+    pub rescued: usize,
+    /// Finished outbox rows folded into per-day counts.
+    pub outbox_compacted: usize,
+    /// Applied events folded into per-day counts.
+    pub events_compacted: usize,
+    /// Send records older than any cap window still needs.
+    pub sends_pruned: usize,
+    /// Trace rows (decisions) older than the horizon, dropped.
+    pub traces_pruned: usize,
+    pub more: bool,
+}
+
+/// A per-day aggregate of compacted history: `what` is `outbox` (name
+/// `kind/state`) or `events` (name: the event type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCount {
+    pub what: String,
+    pub day: jiff::civil::Date,
+    pub name: String,
+    pub count: i64,
+}
+
+/// Wakes the daemon's loops when another process sharing the store wrote
+/// something for them: new input for the engine, new outbox rows for the
+/// workers.
+#[derive(Debug, Clone, Default)]
+pub struct Wakers {
+    pub engine: Arc<tokio::sync::Notify>,
+    pub outbox: Arc<tokio::sync::Notify>,
+}
+
+/// The columns a finished claim writes: its state, next attempt, error.
+pub(crate) fn finish_columns(outcome: &Outcome) -> (OutboxState, Option<Timestamp>, Option<&str>) {
+    match outcome {
+        Outcome::Sent => (OutboxState::Sent, None, None),
+        Outcome::Retry {
+            next_attempt,
+            error,
+        } => (
+            OutboxState::Pending,
+            Some(*next_attempt),
+            Some(error.as_str()),
+        ),
+        Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
+        Outcome::Suppressed { reason } => (OutboxState::Suppressed, None, Some(reason.as_str())),
+        Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
+        Outcome::Released => (OutboxState::Pending, None, None),
+    }
+}
+
+/// Days are stored as days since 1970-01-01 (UTC), in both stores.
+pub(crate) fn day_count(what: String, day: i64, name: String, count: i64) -> Result<DayCount> {
+    let day = jiff::civil::date(1970, 1, 1)
+        .checked_add(jiff::Span::new().days(day))
+        .map_err(|e| StoreError::Corrupt(format!("day {day} of `{what}` history: {e}")))?;
+    Ok(DayCount {
+        what,
+        day,
+        name,
+        count,
+    })
+}
+
 /// The persistence contract of the daemon. Every method that returns `Ok`
 /// must have made its write durable, except the daemon's own progress
 /// (`commit_steps`, `claim`, `finish_many`), which may trail until the next
@@ -324,6 +404,44 @@ pub trait Store: Send + Sync {
         address: &str,
         since: Timestamp,
     ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// The frequency cap, decided atomically across instances: when fewer
+    /// than `max` emails to `address` were sent (or are being sent) after
+    /// `since`, counts the claimed row `id` as one of them and returns
+    /// true. Its `finish` keeps the count when `Sent` and gives it back
+    /// otherwise; asking again for the same row (a retry, a rescued claim)
+    /// does not count it twice.
+    fn reserve_send(
+        &self,
+        id: &str,
+        address: &str,
+        since: Timestamp,
+        max: i64,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// One maintenance pass, by one instance at a time: makes `sending`
+    /// rows whose lease expired at `now` pending again, and folds history
+    /// older than `before` (finished outbox rows, applied events) into
+    /// per-day counts, dropping send records and trace rows older than
+    /// `before`. Each
+    /// pass is bounded; `more` asks for another.
+    fn maintain(
+        &self,
+        now: Timestamp,
+        before: Timestamp,
+    ) -> impl Future<Output = Result<Maintained>> + Send;
+
+    /// The per-day counts of compacted history, by kind, day and name.
+    fn daily_counts(&self) -> impl Future<Output = Result<Vec<DayCount>>> + Send;
+
+    /// Starts waking `wakers` when another process writes input or outbox
+    /// rows (PostgreSQL: LISTEN/NOTIFY, reconnecting by itself). A store
+    /// only one process uses has nothing to tell: the default does nothing.
+    fn watch(&self, wakers: Wakers) -> impl Future<Output = Result<()>> + Send {
+        let _ = wakers;
+        async { Ok(()) }
+    }
 
     /// Several requests' events in one commit (group commit): each batch is
     /// still all or nothing, and the answer is per batch, in order. An id

@@ -11,8 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::{
-    Claimed, DisabledEndpoint, Ingested, Listed, Loaded, OutboxRow, OutboxState, Outcome, Result,
-    Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
+    Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxRow,
+    OutboxState, Outcome, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
 };
 use crate::engine::AccountState;
 use crate::model::event::Event;
@@ -82,7 +82,31 @@ CREATE TABLE disabled_endpoints (
 CREATE INDEX outbox_by_account ON outbox (account, at);
 CREATE INDEX outbox_by_state ON outbox (state, updated);
 "#,
+    r#"
+CREATE INDEX outbox_done ON outbox (updated) WHERE state IN ('sent', 'dead', 'suppressed', 'missed');
+CREATE INDEX events_done ON events (received) WHERE applied <> 0;
+CREATE INDEX sends_by_time ON sends (at);
+CREATE TABLE outbox_daily (
+    day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, kind, state)
+);
+CREATE TABLE events_daily (
+    day INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, type)
+);
+ALTER TABLE sends ADD COLUMN outbox_id TEXT;
+CREATE UNIQUE INDEX sends_by_outbox ON sends (outbox_id);
+CREATE INDEX trace_by_time ON trace (at);
+"#,
 ];
+
+/// Rows compacted per maintenance transaction.
+const COMPACT_BATCH: i64 = 10_000;
 
 /// Instants as integer microseconds: they order and compare in SQL.
 fn micros(t: Timestamp) -> i64 {
@@ -392,21 +416,42 @@ impl Store for SqliteStore {
         .bind(micros(now))
         .fetch_all(&mut *tx)
         .await?;
-        // A sent email counts toward its address's cap, in the same commit.
-        let sent: Vec<String> = ended
+        // A sent email counts toward its address's cap, in the same commit
+        // (already, when its send was reserved: one row per outbox id).
+        let sent: Vec<serde_json::Value> = ended
             .iter()
-            .filter_map(|r| r.get::<Option<String>, _>("address"))
+            .filter_map(|r| {
+                r.get::<Option<String>, _>("address")
+                    .map(|a| serde_json::json!([a, r.get::<String, _>("id")]))
+            })
             .collect();
         if !sent.is_empty() {
-            sqlx::query("INSERT INTO sends (address, at) SELECT value, ?2 FROM json_each(?1)")
-                .bind(serde_json::to_string(&sent).expect("strings serialize"))
-                .bind(micros(now))
+            sqlx::query(
+                "INSERT INTO sends (address, at, outbox_id)
+                 SELECT json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]')
+                 FROM json_each(?1) WHERE true
+                 ON CONFLICT (outbox_id) DO NOTHING",
+            )
+            .bind(serde_json::Value::Array(sent).to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ended: std::collections::HashSet<String> =
+            ended.iter().map(|r| r.get::<String, _>("id")).collect();
+        // Any other end gives a reservation back.
+        let unsent: Vec<&str> = done
+            .iter()
+            .filter(|(id, _, outcome)| *outcome != Outcome::Sent && ended.contains(id))
+            .map(|(id, ..)| id.as_str())
+            .collect();
+        if !unsent.is_empty() {
+            sqlx::query("DELETE FROM sends WHERE outbox_id IN (SELECT value FROM json_each(?))")
+                .bind(serde_json::to_string(&unsent).expect("strings serialize"))
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        let ended: std::collections::HashSet<String> =
-            ended.iter().map(|r| r.get::<String, _>("id")).collect();
         Ok(done.iter().map(|(id, ..)| ended.contains(id)).collect())
     }
 
@@ -453,7 +498,7 @@ impl Store for SqliteStore {
         let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for seq in seqs {
-            sqlx::query("UPDATE events SET applied = 2 WHERE seq = ?")
+            sqlx::query("UPDATE events SET applied = 2 WHERE seq = ? AND applied = 0")
                 .bind(seq)
                 .execute(&mut *tx)
                 .await?;
@@ -538,6 +583,43 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn reserve_send(
+        &self,
+        id: &str,
+        address: &str,
+        since: Timestamp,
+        max: i64,
+        at: Timestamp,
+    ) -> Result<bool> {
+        // One writer at a time: the count and the reservation cannot interleave.
+        let _writing = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let address = address.to_ascii_lowercase();
+        let counted: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM sends WHERE address = ? AND at > ? AND outbox_id IS NOT ?",
+        )
+        .bind(&address)
+        .bind(micros(since))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if counted >= max {
+            // Ends the transaction (and its lock) now, not when the
+            // connection is next used.
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
+            .bind(&address)
+            .bind(micros(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn sends_since(&self, address: &str, since: Timestamp) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) FROM sends WHERE address = ? AND at > ?")
             .bind(address.to_ascii_lowercase())
@@ -545,6 +627,99 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.get(0))
+    }
+
+    async fn maintain(&self, now: Timestamp, before: Timestamp) -> Result<Maintained> {
+        // One process per SQLite file: the write lock is the maintenance lock.
+        let _writing = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rescued = sqlx::query(
+            "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
+             WHERE state = 'sending' AND lease_until <= ?1",
+        )
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // The same bounded batch is counted, then deleted, in one transaction.
+        let done = "SELECT id FROM outbox WHERE state IN ('sent', 'dead', 'suppressed', 'missed') AND updated < ?1 ORDER BY updated, id LIMIT ?2";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO outbox_daily (day, kind, state, count)
+             SELECT updated / 86400000000, kind, state, COUNT(*) FROM outbox WHERE id IN ({done})
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+             ON CONFLICT (day, kind, state) DO UPDATE SET count = count + excluded.count"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let outbox = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM outbox WHERE id IN ({done})"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let applied = "SELECT seq FROM events WHERE applied <> 0 AND received < ?1 ORDER BY received, seq LIMIT ?2";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO events_daily (day, type, count)
+             SELECT at / 86400000000, type, COUNT(*) FROM events WHERE seq IN ({applied})
+             GROUP BY 1, 2 ORDER BY 1, 2
+             ON CONFLICT (day, type) DO UPDATE SET count = count + excluded.count"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let events = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM events WHERE seq IN ({applied})"
+        )))
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let sends = sqlx::query(
+            "DELETE FROM sends WHERE rowid IN (SELECT rowid FROM sends WHERE at < ? LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let traces = sqlx::query(
+            "DELETE FROM trace WHERE seq IN (SELECT seq FROM trace WHERE at < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(COMPACT_BATCH)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        let full = COMPACT_BATCH as u64;
+        Ok(Maintained {
+            ran: true,
+            rescued: rescued as usize,
+            outbox_compacted: outbox as usize,
+            events_compacted: events as usize,
+            sends_pruned: sends as usize,
+            traces_pruned: traces as usize,
+            more: outbox >= full || events >= full || sends >= full || traces >= full,
+        })
+    }
+
+    async fn daily_counts(&self) -> Result<Vec<DayCount>> {
+        let rows = sqlx::query(
+            "SELECT 'outbox' AS what, day, kind || '/' || state AS name, count FROM outbox_daily
+             UNION ALL SELECT 'events', day, type, count FROM events_daily
+             ORDER BY what, day, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| super::day_count(r.get("what"), r.get("day"), r.get("name"), r.get("count")))
+            .collect()
     }
 
     async fn ingest_at_cursor(
@@ -773,6 +948,18 @@ async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> 
     let state =
         serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let next_due = step.next_due.map(micros);
+    // The events first: one another writer applied makes this step stale
+    // whatever the account's version says.
+    for seq in &step.applied {
+        let marked = sqlx::query("UPDATE events SET applied = 1 WHERE seq = ? AND applied = 0")
+            .bind(seq)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if marked != 1 {
+            return Err(StoreError::AlreadyApplied(id));
+        }
+    }
     let written = match step.expected_version {
         Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
             .bind(&state)
@@ -793,13 +980,8 @@ async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> 
     if written != 1 {
         return Err(StoreError::Conflict(id));
     }
-    // Applied events, outbox rows and trace entries: a statement each.
-    if !step.applied.is_empty() {
-        sqlx::query("UPDATE events SET applied = 1 WHERE seq IN (SELECT value FROM json_each(?))")
-            .bind(serde_json::to_string(&step.applied).expect("integers serialize"))
-            .execute(&mut *c)
-            .await?;
-    }
+    // Outbox rows and trace entries: a statement each (the applied events
+    // were marked first, above).
     if !step.outbox.is_empty() {
         let rows: Vec<serde_json::Value> = step
             .outbox

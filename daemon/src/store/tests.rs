@@ -1,9 +1,12 @@
-//! The store's contract, as one suite every implementation runs (SQLite
-//! here; PostgreSQL runs the same `suite`), plus SQLite's own settings.
+//! The store's contract, as one suite every implementation runs against a
+//! real database (SQLite in a temporary folder; PostgreSQL in a database of
+//! its own on the machine's server, created and dropped by each test), plus
+//! each store's own guarantees.
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
+use super::postgres::{PgStore, Scratch};
 use super::sqlite::SqliteStore;
 use super::*;
 use crate::model::account::Account;
@@ -350,6 +353,302 @@ async fn suite<S: Store>(s: &S) {
         Some(json!({"after": "a2"}))
     );
     assert_eq!(s.cursor("hubspot").await.unwrap(), Some(json!(17)));
+
+    // An event another writer applied meanwhile makes a step stale, even
+    // with a current version: nothing of it is written.
+    let seq = s.pending_events(1).await.unwrap()[0].seq;
+    let v = s.load_account("a").await.unwrap().unwrap().version;
+    let apply = |version, key: &str| Step {
+        state: state("a"),
+        expected_version: Some(version),
+        next_due: None,
+        applied: vec![seq],
+        outbox: vec![email(key, "c@acme.example", "2026-01-05T00:00:00Z")],
+        trace: vec![],
+    };
+    s.commit_step(&apply(v, "k20")).await.unwrap();
+    let again = s.commit_step(&apply(v + 1, "k21")).await;
+    assert!(
+        matches!(again, Err(StoreError::AlreadyApplied(ref id)) if id == "a"),
+        "{again:?}"
+    );
+    assert_eq!(s.outbox_state("k21").await.unwrap(), None);
+    assert_eq!(s.load_account("a").await.unwrap().unwrap().version, v + 1);
+
+    // The secret is generated once.
+    assert_eq!(s.secret().await.unwrap(), s.secret().await.unwrap());
+
+    // The cap, reserved: a place taken is counted until its row ends
+    // other than sent; the same row never takes two places.
+    let since = t("2026-01-01T00:00:00Z");
+    let at = t("2026-03-01T00:00:00Z");
+    assert!(
+        s.reserve_send("r1", "Cap@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.reserve_send("r2", "cap@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.reserve_send("r1", "cap@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.sends_since("cap@x.io", since).await.unwrap(), 1);
+    let v = s.load_account("a").await.unwrap().unwrap().version;
+    s.commit_step(&Step {
+        state: state("a"),
+        expected_version: Some(v),
+        next_due: None,
+        applied: vec![],
+        outbox: vec![
+            email("c1", "cap2@x.io", "2026-03-01T00:00:00Z"),
+            email("c2", "cap2@x.io", "2026-03-01T00:00:00Z"),
+        ],
+        trace: vec![],
+    })
+    .await
+    .unwrap();
+    let claims = s.claim(&["email"], at, lease, 10).await.unwrap();
+    let c = |k: &str| claims.iter().find(|c| c.key == k).unwrap().clone();
+    let (c1, c2) = (c("c1"), c("c2"));
+    assert!(
+        s.reserve_send(&c1.id, "cap2@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.reserve_send(&c2.id, "cap2@x.io", since, 1, at)
+            .await
+            .unwrap()
+    );
+    let retry = Outcome::Retry {
+        next_attempt: at + SignedDuration::from_hours(1),
+        error: "smtp 451".into(),
+    };
+    assert!(s.finish(&c1.id, c1.token, &retry, at).await.unwrap());
+    assert!(
+        s.reserve_send(&c2.id, "cap2@x.io", since, 1, at)
+            .await
+            .unwrap(),
+        "a retried send gives its place back"
+    );
+    assert!(
+        s.finish(&c2.id, c2.token, &Outcome::Sent, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.sends_since("cap2@x.io", since).await.unwrap(),
+        1,
+        "a reserved send is counted once"
+    );
+}
+
+/// Maintenance: expired leases made pending again; finished rows and
+/// applied events older than the horizon folded into per-day counts, the
+/// rest untouched; send records pruned; all idempotent.
+async fn maintenance_suite<S: Store>(s: &S) {
+    let day = |d: u32| t(&format!("2026-03-{d:02}T12:00:00Z"));
+    let lease = SignedDuration::from_secs(60);
+    s.ingest(
+        &[
+            event(Some("old1"), "a", "2026-03-01T10:00:00Z"),
+            event(Some("old2"), "a", "2026-03-01T11:00:00Z"),
+            event(Some("new"), "a", "2026-03-09T10:00:00Z"),
+        ],
+        day(1),
+    )
+    .await
+    .unwrap();
+    let seqs: Vec<i64> = s
+        .pending_events(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    let rows: Vec<NewOutbox> = (1..=4)
+        .map(|i| {
+            email(
+                &format!("m{i}"),
+                &format!("c{i}@x.io"),
+                "2026-03-01T00:00:00Z",
+            )
+        })
+        .collect();
+    s.commit_step(&Step {
+        state: state("a"),
+        expected_version: None,
+        next_due: None,
+        applied: seqs[..2].to_vec(),
+        outbox: rows,
+        trace: vec![TraceEntry {
+            at: day(1),
+            kind: "fired".into(),
+            detail: json!({"moment": "m"}),
+        }],
+    })
+    .await
+    .unwrap();
+    // m1, m2 sent on day 1; m3 sent on day 9; m4 claimed and abandoned.
+    let claims = s.claim(ALL, day(1), lease, 10).await.unwrap();
+    assert_eq!(claims.len(), 4);
+    let by_key = |k: &str| claims.iter().find(|c| c.key == k).unwrap().clone();
+    for k in ["m1", "m2"] {
+        let c = by_key(k);
+        assert!(
+            s.finish(&c.id, c.token, &Outcome::Sent, day(1))
+                .await
+                .unwrap()
+        );
+    }
+    let m3 = by_key("m3");
+    assert!(
+        s.finish(&m3.id, m3.token, &Outcome::Sent, day(9))
+            .await
+            .unwrap()
+    );
+
+    // Not yet past m4's lease: nothing to rescue.
+    let m = s.maintain(day(1), day(1)).await.unwrap();
+    assert!(m.ran && m.rescued == 0, "{m:?}");
+    assert_eq!(
+        s.outbox_state("m4").await.unwrap(),
+        Some(OutboxState::Sending)
+    );
+
+    let m = s.maintain(day(10), day(5)).await.unwrap();
+    assert_eq!(
+        (
+            m.rescued,
+            m.outbox_compacted,
+            m.events_compacted,
+            m.sends_pruned,
+            m.more
+        ),
+        (1, 2, 2, 2, false),
+        "{m:?}"
+    );
+    assert_eq!(m.traces_pruned, 1, "{m:?}");
+    assert!(s.trace("a", 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.outbox_state("m4").await.unwrap(),
+        Some(OutboxState::Pending)
+    );
+    let m4 = by_key("m4");
+    assert!(
+        !s.finish(&m4.id, m4.token, &Outcome::Sent, day(10))
+            .await
+            .unwrap(),
+        "a rescued claim's old token changes nothing"
+    );
+    assert_eq!(s.outbox_state("m1").await.unwrap(), None, "compacted");
+    assert_eq!(s.outbox_state("m3").await.unwrap(), Some(OutboxState::Sent));
+    assert_eq!(
+        s.pending_events(10).await.unwrap().len(),
+        1,
+        "pending events are kept"
+    );
+    assert_eq!(s.sends_since("c1@x.io", Timestamp::MIN).await.unwrap(), 0);
+    assert_eq!(s.sends_since("c3@x.io", Timestamp::MIN).await.unwrap(), 1);
+    let counts = s.daily_counts().await.unwrap();
+    let march1 = jiff::civil::date(2026, 3, 1);
+    assert_eq!(
+        counts,
+        vec![
+            DayCount {
+                what: "events".into(),
+                day: march1,
+                name: "ticket.created".into(),
+                count: 2
+            },
+            DayCount {
+                what: "outbox".into(),
+                day: march1,
+                name: "email/sent".into(),
+                count: 2
+            },
+        ]
+    );
+    // Again: nothing more to do, counts unchanged.
+    let m = s.maintain(day(10), day(5)).await.unwrap();
+    assert_eq!(
+        (m.outbox_compacted, m.events_compacted, m.rescued),
+        (0, 0, 0)
+    );
+    assert_eq!(s.daily_counts().await.unwrap(), counts);
+    // Later history adds to the same day's counts.
+    let c = s.claim(ALL, day(10), lease, 10).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert!(
+        s.finish(
+            &c[0].id,
+            c[0].token,
+            &Outcome::Dead {
+                error: "550".into()
+            },
+            day(10)
+        )
+        .await
+        .unwrap()
+    );
+    s.maintain(day(30), day(20)).await.unwrap();
+    let counts = s.daily_counts().await.unwrap();
+    let names: Vec<_> = counts
+        .iter()
+        .map(|c| (c.day.day(), c.name.as_str(), c.count))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (1, "ticket.created", 2),
+            (1, "email/sent", 2),
+            (9, "email/sent", 1),
+            (10, "email/dead", 1)
+        ]
+    );
+}
+
+/// Two handles, as two processes would have, claim disjoint sets.
+async fn claims_are_disjoint<S: Store>(a: &S, b: &S) {
+    let outbox: Vec<NewOutbox> = (0..200)
+        .map(|i| {
+            email(
+                &format!("k{i}"),
+                &format!("c{i}@x.io"),
+                "2026-01-05T00:00:00Z",
+            )
+        })
+        .collect();
+    a.commit_step(&Step {
+        state: state("a"),
+        expected_version: None,
+        next_due: None,
+        applied: vec![],
+        outbox,
+        trace: vec![],
+    })
+    .await
+    .unwrap();
+    let now = t("2026-01-05T00:00:00Z");
+    let lease = SignedDuration::from_secs(60);
+    let (mut seen, mut total) = (std::collections::HashSet::new(), 0);
+    loop {
+        let (x, y) = tokio::join!(a.claim(ALL, now, lease, 7), b.claim(ALL, now, lease, 7));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        for c in x.into_iter().chain(y) {
+            assert!(seen.insert(c.key.clone()), "{} claimed twice", c.key);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 200);
 }
 
 #[tokio::test]
@@ -391,41 +690,13 @@ async fn sqlite_commits_survive_power_loss_and_reopening() {
 #[tokio::test]
 async fn two_handles_on_one_file_never_claim_the_same_row() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (open(&dir).await, open(&dir).await);
-    let outbox: Vec<NewOutbox> = (0..200)
-        .map(|i| {
-            email(
-                &format!("k{i}"),
-                &format!("c{i}@x.io"),
-                "2026-01-05T00:00:00Z",
-            )
-        })
-        .collect();
-    a.commit_step(&Step {
-        state: state("a"),
-        expected_version: None,
-        next_due: None,
-        applied: vec![],
-        outbox,
-        trace: vec![],
-    })
-    .await
-    .unwrap();
-    let now = t("2026-01-05T00:00:00Z");
-    let lease = SignedDuration::from_secs(60);
-    let (mut seen, mut total) = (std::collections::HashSet::new(), 0);
-    loop {
-        let (x, y) = tokio::join!(a.claim(ALL, now, lease, 7), b.claim(ALL, now, lease, 7));
-        let (x, y) = (x.unwrap(), y.unwrap());
-        if x.is_empty() && y.is_empty() {
-            break;
-        }
-        for c in x.into_iter().chain(y) {
-            assert!(seen.insert(c.key.clone()), "{} claimed twice", c.key);
-            total += 1;
-        }
-    }
-    assert_eq!(total, 200);
+    claims_are_disjoint(&open(&dir).await, &open(&dir).await).await;
+}
+
+#[tokio::test]
+async fn sqlite_maintenance_rescues_and_compacts() {
+    let dir = tempfile::tempdir().unwrap();
+    maintenance_suite(&open(&dir).await).await;
 }
 
 #[tokio::test]
@@ -443,6 +714,230 @@ async fn a_newer_schema_is_refused_by_name() {
     assert!(
         err.to_string().contains("schema version 99 is newer"),
         "{err}"
+    );
+}
+
+/// The server the PostgreSQL tests use: `TOUCHPILOT_TEST_POSTGRES`, or the
+/// machine's own (127.0.0.1:5432, trust authentication).
+fn pg_admin() -> String {
+    std::env::var("TOUCHPILOT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Runs `test` against a database of its own, dropped afterwards even
+/// when the test fails.
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let db = Scratch::create(&pg_admin())
+        .await
+        .unwrap_or_else(|e| panic!("creating a test database on {}: {e}", pg_admin()));
+    let result = tokio::spawn(test(db.url.clone())).await;
+    db.drop_database().await.unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn postgres_passes_the_store_suite() {
+    on_postgres(|url| async move { suite(&PgStore::open(&url).await.unwrap()).await }).await;
+}
+
+#[tokio::test]
+async fn postgres_maintenance_rescues_and_compacts() {
+    on_postgres(|url| async move { maintenance_suite(&PgStore::open(&url).await.unwrap()).await })
+        .await;
+}
+
+#[tokio::test]
+async fn two_postgres_instances_never_claim_the_same_row() {
+    on_postgres(|url| async move {
+        let (a, b) = (
+            PgStore::open(&url).await.unwrap(),
+            PgStore::open(&url).await.unwrap(),
+        );
+        claims_are_disjoint(&a, &b).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_instances_starting_together_migrate_once() {
+    on_postgres(|url| async move {
+        let opened = futures_join(&url).await;
+        assert!(
+            opened.iter().all(Result::is_ok),
+            "{opened:?}",
+            opened = opened
+                .iter()
+                .map(|r| r.as_ref().err().map(ToString::to_string))
+                .collect::<Vec<_>>()
+        );
+        let s = PgStore::open(&url).await.unwrap();
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'schema_version'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(v, "1");
+    })
+    .await;
+}
+
+async fn futures_join(url: &str) -> Vec<Result<PgStore>> {
+    let (a, b, c) = tokio::join!(PgStore::open(url), PgStore::open(url), PgStore::open(url));
+    vec![a, b, c]
+}
+
+#[tokio::test]
+async fn postgres_maintenance_runs_on_one_instance_at_a_time() {
+    on_postgres(|url| async move {
+        let (a, b) = (
+            PgStore::open(&url).await.unwrap(),
+            PgStore::open(&url).await.unwrap(),
+        );
+        // `a` holds the maintenance lock as another instance would mid-pass.
+        let mut held = a.pool().begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(0x7470_0002_i64)
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let now = t("2026-01-05T00:00:00Z");
+        let m = b.maintain(now, now).await.unwrap();
+        assert!(!m.ran, "{m:?}");
+        held.rollback().await.unwrap();
+        assert!(b.maintain(now, now).await.unwrap().ran);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_notifies_other_instances() {
+    on_postgres(|url| async move {
+        let (a, b) = (PgStore::open(&url).await.unwrap(), PgStore::open(&url).await.unwrap());
+        let wakers = Wakers::default();
+        b.watch(wakers.clone()).await.unwrap();
+        // Listening wakes both loops once (anything missed before).
+        let wait = |n: std::sync::Arc<tokio::sync::Notify>| async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), n.notified())
+                .await
+                .is_ok()
+        };
+        assert!(wait(wakers.engine.clone()).await && wait(wakers.outbox.clone()).await);
+        a.ingest(&[event(Some("e1"), "a", "2026-01-02T00:00:00Z")], t("2026-01-05T00:00:00Z"))
+            .await
+            .unwrap();
+        assert!(wait(wakers.engine.clone()).await, "an event wakes the engines");
+        a.commit_step(&Step {
+            state: state("a"),
+            expected_version: None,
+            next_due: None,
+            applied: vec![],
+            outbox: vec![email("k1", "a@x.io", "2026-01-05T00:00:00Z")],
+            trace: vec![],
+        })
+        .await
+        .unwrap();
+        assert!(wait(wakers.outbox.clone()).await, "outbox rows wake the workers");
+        // A server-side disconnect of the listener (as a restart does):
+        // it reconnects and wakes both loops, which then look for themselves.
+        let killed = sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'")
+            .fetch_all(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(killed.len(), 1, "the listener's connection");
+        assert!(wait(wakers.engine.clone()).await && wait(wakers.outbox.clone()).await, "woken after reconnecting");
+        a.ingest(&[event(Some("e2"), "a", "2026-01-02T00:00:00Z")], t("2026-01-05T00:00:00Z"))
+            .await
+            .unwrap();
+        assert!(wait(wakers.engine.clone()).await, "listening again after the reconnect");
+    })
+    .await;
+}
+
+/// Instances checking the cap for one address at the same moment: no
+/// more places are taken than the cap allows.
+#[tokio::test]
+async fn postgres_instances_never_exceed_the_cap_together() {
+    on_postgres(|url| async move {
+        let (a, b) = (
+            PgStore::open(&url).await.unwrap(),
+            PgStore::open(&url).await.unwrap(),
+        );
+        let since = t("2026-01-01T00:00:00Z");
+        let at = t("2026-03-01T00:00:00Z");
+        let tries = (0..20).map(|i| {
+            let s = if i % 2 == 0 { &a } else { &b };
+            let id = format!("row{i}");
+            async move { s.reserve_send(&id, "hot@x.io", since, 3, at).await.unwrap() }
+        });
+        let taken = futures_all(tries)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(taken, 3);
+        assert_eq!(a.sends_since("hot@x.io", since).await.unwrap(), 3);
+    })
+    .await;
+}
+
+async fn futures_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.collect();
+    let mut out = Vec::new();
+    // Polled together on this task: the store calls interleave.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, d) in pinned.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *d = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(done.into_iter().map(Option::unwrap));
+    out
+}
+
+#[tokio::test]
+async fn a_newer_postgres_schema_is_refused_by_name() {
+    on_postgres(|url| async move {
+        let s = PgStore::open(&url).await.unwrap();
+        sqlx::query("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let err = PgStore::open(&url).await.err().expect("refused");
+        assert!(
+            err.to_string().contains("schema version 99 is newer"),
+            "{err}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_named_with_the_reason() {
+    let err = PgStore::open("postgres://postgres@127.0.0.1:5432/touchpilot_no_such_db")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        err.to_string(),
+        "cannot connect to PostgreSQL at 127.0.0.1:5432 (database `touchpilot_no_such_db`, user `postgres`): database \"touchpilot_no_such_db\" does not exist"
     );
 }
 
@@ -605,4 +1100,9 @@ pub(super) async fn ops_suite<S: Store>(s: &S) {
 async fn sqlite_passes_the_operations_suite() {
     let dir = tempfile::tempdir().unwrap();
     ops_suite(&open(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_operations_suite() {
+    on_postgres(|url| async move { ops_suite(&PgStore::open(&url).await.unwrap()).await }).await;
 }

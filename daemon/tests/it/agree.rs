@@ -5,9 +5,10 @@
 //! what the daemon delivered must be exactly what `simulate` printed:
 //! sent where it says planned, suppressed for the same reason, dead where
 //! a template failed. Connector actions are compared as planned (no
-//! plugin is loaded here).
+//! plugin is loaded here). Run on both stores: SQLite, and PostgreSQL (a
+//! database of its own per run).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -19,6 +20,7 @@ use touchpilot::engine::Engine;
 use touchpilot::runner::Runner;
 use touchpilot::source::jsonl;
 use touchpilot::store::Store;
+use touchpilot::store::postgres::PgStore;
 use touchpilot::store::sqlite::SqliteStore;
 
 use crate::support::cases;
@@ -67,9 +69,43 @@ fn action(v: &Value, status: String) -> Action {
     )
 }
 
+/// Where a run's store lives; `open` is what a (re)started daemon does.
+trait Backend {
+    type S: Store;
+    async fn open(&self) -> Self::S;
+    /// Where the run's emails go (`.eml` files).
+    fn mail(&self) -> PathBuf;
+}
+
+struct Sqlite(PathBuf);
+
+impl Backend for Sqlite {
+    type S = SqliteStore;
+    async fn open(&self) -> SqliteStore {
+        SqliteStore::open(&format!("sqlite:{}", self.0.display()))
+            .await
+            .unwrap()
+    }
+    fn mail(&self) -> PathBuf {
+        self.0.with_extension("mail")
+    }
+}
+
+struct Postgres(String, PathBuf);
+
+impl Backend for Postgres {
+    type S = PgStore;
+    async fn open(&self) -> PgStore {
+        PgStore::open_with(&self.0, 2).await.unwrap()
+    }
+    fn mail(&self) -> PathBuf {
+        self.1.clone()
+    }
+}
+
 /// The worker: emails to a folder of `.eml` files, every webhook endpoint
 /// of the fixture redirected to the local receiver.
-fn worker(runner: &Runner<SqliteStore>, hooks: &str, mail: &Path) -> Worker {
+fn worker<S: Store>(runner: &Runner<S>, hooks: &str, mail: &Path) -> Worker {
     let config = runner.engine().config;
     let endpoints = config
         .webhooks
@@ -95,30 +131,27 @@ fn worker(runner: &Runner<SqliteStore>, hooks: &str, mail: &Path) -> Worker {
     Worker::new(mailer, webhooks, config.cap, config.delivery)
 }
 
-async fn start(dir: &Path, db: &Path) -> Runner<SqliteStore> {
+async fn start<B: Backend>(dir: &Path, db: &B) -> Runner<B::S> {
     let (config, _) =
         touchpilot::config::load(&dir.join("touchpilot.yaml"), &|_| None).expect("valid fixture");
     let engine = Engine::new(
         Arc::new(config),
         Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
     );
-    let store = SqliteStore::open(&format!("sqlite:{}", db.display()))
-        .await
-        .unwrap();
-    Runner::new(store, engine)
+    Runner::new(db.open().await, engine)
 }
 
 /// Runs a fixture through the daemon's runner; with `restart`, the process
 /// "crashes" after every step: a new store handle and runner carry on.
-async fn daemon_actions(
+async fn daemon_actions<B: Backend>(
     dir: &Path,
     from: Timestamp,
     to: Timestamp,
-    db: &Path,
+    db: &B,
     restart: bool,
     hooks: &str,
 ) -> Vec<Action> {
-    let mail = db.with_extension("mail");
+    let mail = db.mail();
     let mut runner = start(dir, db).await;
     let accounts = jsonl::read_accounts(&dir.join("accounts.jsonl")).unwrap();
     runner.seed(accounts, from).await.unwrap();
@@ -249,6 +282,24 @@ fn live_only(dir: &Path, from: Timestamp) -> bool {
 #[tokio::test]
 async fn the_daemon_delivers_exactly_what_the_dry_run_prints() {
     let tmp = tempfile::tempdir().unwrap();
+    agree(async |name: &str| Sqlite(tmp.path().join(format!("{name}.db")))).await;
+}
+
+/// The same on PostgreSQL: each run in a database of its own.
+#[tokio::test]
+async fn the_daemon_on_postgres_delivers_exactly_what_the_dry_run_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dbs = std::sync::Mutex::new(Vec::new());
+    agree(async |name: &str| {
+        let db = crate::cluster::Db::create(&crate::cluster::pg_admin()).await;
+        let url = db.scratch.url.clone();
+        dbs.lock().unwrap().push(db);
+        Postgres(url, tmp.path().join(format!("{name}.mail")))
+    })
+    .await;
+}
+
+async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
     let (hooks, _received) = crate::deliver::receiver(&[]).await;
     let mut compared = 0;
     let mut failures = Vec::new();
@@ -260,20 +311,12 @@ async fn the_daemon_delivers_exactly_what_the_dry_run_prints() {
         }
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let sim = simulate_actions(&dir, from, to);
-        let daemon = daemon_actions(
-            &dir,
-            from,
-            to,
-            &tmp.path().join(format!("{name}.db")),
-            false,
-            &hooks,
-        )
-        .await;
+        let daemon = daemon_actions(&dir, from, to, &backend(&name).await, false, &hooks).await;
         let restarted = daemon_actions(
             &dir,
             from,
             to,
-            &tmp.path().join(format!("{name}-restarted.db")),
+            &backend(&format!("{name}-restarted")).await,
             true,
             &hooks,
         )

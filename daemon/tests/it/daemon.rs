@@ -1,6 +1,6 @@
 //! The daemon in-process on 127.0.0.1:0: events in over HTTP, the engine on
 //! the real clock, a webhook received by a real local HTTP server; and the
-//! API's answers to bad requests.
+//! API's answers to bad requests. Each on SQLite and on PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +28,21 @@ struct Daemon {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     hooks: mpsc::UnboundedReceiver<(HeaderMap, Value)>,
+    /// The PostgreSQL database, when the daemon runs on one.
+    _db: Option<crate::cluster::Db>,
 }
 
 async fn start() -> Daemon {
+    start_on(None).await
+}
+
+async fn start_on_postgres() -> Daemon {
+    let db = crate::cluster::Db::create(&crate::cluster::pg_admin()).await;
+    start_on(Some(db)).await
+}
+
+/// The daemon on a fresh SQLite file, or on `db`.
+async fn start_on(db: Option<crate::cluster::Db>) -> Daemon {
     let (tx, hooks) = mpsc::unbounded_channel();
     let app = axum::Router::new().fallback(hook).with_state(tx);
     let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,8 +56,11 @@ async fn start() -> Daemon {
     std::fs::write(
         p.join("touchpilot.yaml"),
         format!(
-            "playbooks: playbooks\ntemplates: templates\nstore: \"sqlite:{}\"\nhttp: {{ token: s3cret }}\nemail: {{ transport: \"file:outbox\" }}\nsources:\n  file: {{ accounts: accounts.jsonl, events: events.jsonl }}\ninbound:\n  tickets: {{ account: account_id, type: kind, id: ticket }}\nwebhooks:\n  alerts: {{ url: \"http://{receiver}/hook\", secret: topsecret, allow_private: true }}\n",
-            p.join("t.db").display()
+            "playbooks: playbooks\ntemplates: templates\nstore: \"{}\"\nhttp: {{ token: s3cret }}\nemail: {{ transport: \"file:outbox\" }}\nsources:\n  file: {{ accounts: accounts.jsonl, events: events.jsonl }}\ninbound:\n  tickets: {{ account: account_id, type: kind, id: ticket }}\nwebhooks:\n  alerts: {{ url: \"http://{receiver}/hook\", secret: topsecret, allow_private: true }}\n",
+            db.as_ref().map_or_else(
+                || format!("sqlite:{}", p.join("t.db").display()),
+                |db| db.scratch.url.clone()
+            )
         ),
     )
     .unwrap();
@@ -62,7 +77,9 @@ async fn start() -> Daemon {
     std::fs::write(p.join("templates/ack.hbs"), "---\nsubject: \"On it, {{account.name}}\"\n---\nHi {{contact.name}}\n{{unsubscribe_url}}\n").unwrap();
     std::fs::write(p.join("accounts.jsonl"), "{\"id\": \"a1\", \"name\": \"Acme\", \"contacts\": [{\"email\": \"ann@acme.example\", \"name\": \"Ann\"}]}\n").unwrap();
     std::fs::write(p.join("events.jsonl"), "").unwrap();
-    boot(dir, hooks).await
+    let mut d = boot(dir, hooks).await;
+    d._db = db;
+    d
 }
 
 /// Starts (or restarts) the daemon on a prepared folder.
@@ -86,6 +103,7 @@ async fn boot(
         shutdown,
         task,
         hooks,
+        _db: None,
     }
 }
 
@@ -113,7 +131,15 @@ async fn post(
 
 #[tokio::test]
 async fn events_in_over_http_come_out_as_a_signed_webhook_and_an_email() {
-    let mut d = start().await;
+    events_in_come_out(start().await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_events_in_over_http_come_out_as_a_signed_webhook_and_an_email() {
+    events_in_come_out(start_on_postgres().await).await;
+}
+
+async fn events_in_come_out(mut d: Daemon) {
     let c = client();
     let url = format!("{}/v1/events", d.base);
     let ev = json!({"id": "t1", "account": "a1", "type": "ticket.created", "data": {"priority": "urgent", "subject": "Down"}});
@@ -214,7 +240,15 @@ async fn events_in_over_http_come_out_as_a_signed_webhook_and_an_email() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_whole_and_named() {
-    let d = start().await;
+    bad_requests_refused(start().await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_bad_requests_are_refused_whole_and_named() {
+    bad_requests_refused(start_on_postgres().await).await;
+}
+
+async fn bad_requests_refused(d: Daemon) {
     let c = client();
     let url = format!("{}/v1/events", d.base);
     let good = json!({"account": "a1", "type": "x"}).to_string();

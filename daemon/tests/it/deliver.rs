@@ -436,6 +436,7 @@ async fn a_webhook_that_does_not_answer_in_time_is_retryable() {
 /// out: the queued email is not sent.
 #[tokio::test]
 async fn a_one_click_unsubscribe_stops_mail_already_in_the_outbox() {
+    touchpilot::tls::init();
     use std::sync::atomic::AtomicBool;
     use touchpilot::api::{ApiState, Counters, router};
     let dir = tempfile::tempdir().unwrap();

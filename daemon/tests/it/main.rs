@@ -2,6 +2,7 @@
 
 mod agree;
 mod cli;
+mod cluster;
 mod connectors;
 mod daemon;
 mod deliver;

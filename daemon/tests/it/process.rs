@@ -101,6 +101,18 @@ impl Daemon {
     fn stop(mut self) -> Vec<String> {
         self.signal("-TERM");
         let status = self.child.wait().unwrap();
+        // The reader thread may still be draining the last lines of stderr.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && !self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("stopped"))
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let logs = self.logs.lock().unwrap().clone();
         assert_eq!(status.code(), Some(0), "{logs:?}");
         logs
