@@ -223,32 +223,31 @@ impl<S: Store> Runner<S> {
         let engine = self.engine();
         let mut progress = Progress::default();
         for chunk in accounts.chunks(500) {
-            for attempt in 0..CONFLICT_RETRIES {
-                let ids: Vec<&str> = chunk.iter().map(Account::id).collect();
-                let missing = self.store.missing_accounts(&ids).await?;
-                let mut built = Vec::new();
-                let mut seen = std::collections::HashSet::new();
-                for account in chunk {
-                    if !missing.iter().any(|m| m == account.id()) || !seen.insert(account.id()) {
-                        continue;
+            // Another instance seeding the same accounts may be first: each
+            // try looks again at which are missing.
+            let engine = &engine;
+            progress.absorb(
+                retrying(|| async move {
+                    let ids: Vec<&str> = chunk.iter().map(Account::id).collect();
+                    let missing = self.store.missing_accounts(&ids).await?;
+                    let mut built = Vec::new();
+                    let mut seen = std::collections::HashSet::new();
+                    for account in chunk {
+                        if !missing.iter().any(|m| m == account.id()) || !seen.insert(account.id())
+                        {
+                            continue;
+                        }
+                        let mut p = Pending::new(AccountState::new(account.clone(), now), None);
+                        let mut decisions = Vec::new();
+                        engine.admit(&mut p.state, now, Mode::Silent, &mut decisions);
+                        engine.restart_entry(&mut p.state, now);
+                        p.record(decisions, None);
+                        built.push(p);
                     }
-                    let mut p = Pending::new(AccountState::new(account.clone(), now), None);
-                    let mut decisions = Vec::new();
-                    engine.admit(&mut p.state, now, Mode::Silent, &mut decisions);
-                    engine.restart_entry(&mut p.state, now);
-                    p.record(decisions, None);
-                    built.push(p);
-                }
-                match self.commit(&engine, built).await {
-                    // Another instance seeding the same accounts was first:
-                    // look again at which are missing.
-                    Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => continue,
-                    other => {
-                        progress.absorb(other?);
-                        break;
-                    }
-                }
-            }
+                    self.commit(engine, built).await
+                })
+                .await?,
+            );
         }
         Ok(progress)
     }
@@ -256,11 +255,11 @@ impl<S: Store> Runner<S> {
     /// An account created or replaced while running: it enters (or moves)
     /// live, with `segment.entered`.
     pub async fn put_account(&self, account: Account, now: Timestamp) -> Result<Progress> {
-        for _ in 0..CONFLICT_RETRIES {
+        let account = &account;
+        retrying(|| async move {
             let engine = self.engine();
-            let loaded = self.store.load_account(account.id()).await?;
             let mut decisions = Vec::new();
-            let mut p = match loaded {
+            let mut p = match self.store.load_account(account.id()).await? {
                 Some(l) => {
                     let mut p = Pending::new(l.state, Some(l.version));
                     engine.replace_account(
@@ -279,31 +278,18 @@ impl<S: Store> Runner<S> {
                 }
             };
             p.record(decisions, None);
-            match self.commit(&engine, vec![p]).await {
-                Err(StoreError::Conflict(_)) => continue,
-                other => return other,
-            }
-        }
-        Err(StoreError::Conflict(account.id().to_string()))
+            self.commit(&engine, vec![p]).await
+        })
+        .await
     }
 
     /// Applies accepted events whose time has come, oldest first: each
     /// account's events in order on one loaded state, every account's step
-    /// in one commit.
+    /// in one commit. Another writer (an instance sharing the store) that
+    /// moved an account or applied an event first makes it read the batch
+    /// again.
     pub async fn apply_pending(&self, now: Timestamp, batch: i64) -> Result<Progress> {
-        let mut attempt = 0;
-        loop {
-            match self.apply_pending_once(now, batch).await {
-                // Another writer (an instance sharing the store) moved an
-                // account or applied an event first: read the batch again.
-                Err(StoreError::Conflict(_) | StoreError::AlreadyApplied(_))
-                    if attempt + 1 < CONFLICT_RETRIES =>
-                {
-                    attempt += 1
-                }
-                other => return other,
-            }
-        }
+        retrying(|| self.apply_pending_once(now, batch)).await
     }
 
     async fn apply_pending_once(&self, now: Timestamp, batch: i64) -> Result<Progress> {
@@ -371,29 +357,14 @@ impl<S: Store> Runner<S> {
 
     /// Fires the timers of every account due at `now`, in one commit.
     pub async fn run_due(&self, now: Timestamp, batch: i64) -> Result<Progress> {
-        let mut attempt = 0;
-        loop {
-            match self.run_due_once(now, batch).await {
-                Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => attempt += 1,
-                other => return other,
-            }
-        }
-    }
-
-    async fn run_due_once(&self, now: Timestamp, batch: i64) -> Result<Progress> {
-        let engine = self.engine();
-        let mut built = Vec::new();
-        for id in self.store.due_accounts(now, batch).await? {
-            let Some(loaded) = self.store.load_account(&id).await? else {
-                continue;
-            };
-            let mut p = Pending::new(loaded.state, Some(loaded.version));
-            let mut decisions = Vec::new();
-            engine.advance(&mut p.state, now, &mut decisions);
-            p.record(decisions, None);
-            built.push(p);
-        }
-        self.commit(&engine, built).await
+        retrying(|| async move {
+            let ids = self.store.due_accounts(now, batch).await?;
+            self.step_accounts(&ids, |engine, st, decisions| {
+                engine.advance(st, now, decisions)
+            })
+            .await
+        })
+        .await
     }
 
     /// After a reload: every account is evaluated again under the new
@@ -407,29 +378,52 @@ impl<S: Store> Runner<S> {
             let Some(last) = ids.last().cloned() else {
                 return Ok(progress);
             };
-            for attempt in 0..CONFLICT_RETRIES {
-                let engine = self.engine();
-                let mut built = Vec::new();
-                for id in &ids {
-                    let Some(loaded) = self.store.load_account(id).await? else {
-                        continue;
-                    };
-                    let mut p = Pending::new(loaded.state, Some(loaded.version));
-                    let account = p.state.account.clone();
-                    let mut decisions = Vec::new();
-                    engine.replace_account(&mut p.state, account, now, Mode::Live, &mut decisions);
-                    p.record(decisions, None);
-                    built.push(p);
-                }
-                match self.commit(&engine, built).await {
-                    Err(StoreError::Conflict(_)) if attempt + 1 < CONFLICT_RETRIES => continue,
-                    other => {
-                        progress.absorb(other?);
-                        break;
-                    }
-                }
-            }
+            let step = retrying(|| {
+                self.step_accounts(&ids, |engine, st, decisions| {
+                    let account = st.account.clone();
+                    engine.replace_account(st, account, now, Mode::Live, decisions)
+                })
+            });
+            progress.absorb(step.await?);
             after = Some(last);
+        }
+    }
+
+    /// One engine call per stored account of `ids`, all committed together.
+    async fn step_accounts(
+        &self,
+        ids: &[String],
+        step: impl Fn(&Engine, &mut AccountState, &mut Vec<Decision>),
+    ) -> Result<Progress> {
+        let engine = self.engine();
+        let mut built = Vec::new();
+        for id in ids {
+            let Some(loaded) = self.store.load_account(id).await? else {
+                continue;
+            };
+            let mut p = Pending::new(loaded.state, Some(loaded.version));
+            let mut decisions = Vec::new();
+            step(&engine, &mut p.state, &mut decisions);
+            p.record(decisions, None);
+            built.push(p);
+        }
+        self.commit(&engine, built).await
+    }
+}
+
+/// Runs `attempt` again, up to `CONFLICT_RETRIES` times in all, while
+/// another writer moved first (a stale version, an event already applied):
+/// each try reads afresh.
+async fn retrying<T, F: Future<Output = Result<T>>>(mut attempt: impl FnMut() -> F) -> Result<T> {
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(StoreError::Conflict(_) | StoreError::AlreadyApplied(_))
+                if tries < CONFLICT_RETRIES =>
+            {
+                tries += 1
+            }
+            other => return other,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! committed durably before the call returns.
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -160,6 +161,22 @@ pub struct Stats {
     pub next_due: Option<Timestamp>,
     /// Accepted events not yet applied.
     pub events_pending: i64,
+}
+
+impl Stats {
+    /// Records how many outbox rows are in `state` (as stored).
+    pub(crate) fn count(&mut self, state: &str, n: i64) {
+        let slot = match OutboxState::parse(state) {
+            Some(OutboxState::Pending) => &mut self.pending,
+            Some(OutboxState::Sending) => &mut self.sending,
+            Some(OutboxState::Sent) => &mut self.sent,
+            Some(OutboxState::Dead) => &mut self.dead,
+            Some(OutboxState::Suppressed) => &mut self.suppressed,
+            Some(OutboxState::Missed) => &mut self.missed,
+            None => return,
+        };
+        *slot = n;
+    }
 }
 
 /// A claimed outbox row. `token` fences the claim: once the lease has

@@ -22,11 +22,11 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
+use super::rows::{self as decode, instant, micros};
 use super::{
     Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxRow,
     OutboxState, Outcome, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry, Wakers,
 };
-use crate::engine::AccountState;
 use crate::model::event::Event;
 
 /// Schema versions, applied in order, in one transaction, by one instance.
@@ -134,14 +134,6 @@ fn cause(e: &sqlx::Error) -> String {
         sqlx::Error::Io(io) => io.to_string(),
         other => other.to_string(),
     }
-}
-
-fn micros(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
-
-fn instant(us: i64) -> Result<Timestamp> {
-    Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(format!("timestamp {us}: {e}")))
 }
 
 fn strings(kinds: &[&str]) -> Vec<String> {
@@ -304,24 +296,7 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let at = instant(r.get("at"))?;
-                let data: String = r.get("data");
-                Ok(StoredEvent {
-                    seq: r.get("seq"),
-                    at,
-                    event: Event {
-                        id: r.get("id"),
-                        account: r.get("account"),
-                        kind: r.get("type"),
-                        at: Some(at),
-                        data: serde_json::from_str(&data)
-                            .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(decode::stored_event).collect()
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<Loaded>> {
@@ -332,13 +307,7 @@ impl Store for PgStore {
         else {
             return Ok(None);
         };
-        let state: String = row.get("state");
-        let state: AccountState = serde_json::from_str(&state)
-            .map_err(|e| StoreError::Corrupt(format!("state of account `{id}`: {e}")))?;
-        Ok(Some(Loaded {
-            state,
-            version: row.get("version"),
-        }))
+        decode::loaded(&row, id).map(Some)
     }
 
     async fn commit_step(&self, step: &Step) -> Result<()> {
@@ -398,28 +367,7 @@ impl Store for PgStore {
         .bind(strings(kinds))
         .fetch_all(&self.pool)
         .await?;
-        let mut claimed = rows
-            .into_iter()
-            .map(|r| {
-                let payload: String = r.get("payload");
-                let due: i64 = r.get("next_attempt");
-                Ok((
-                    due,
-                    Claimed {
-                        id: r.get("id"),
-                        token: r.get("token"),
-                        key: r.get("key"),
-                        account: r.get("account"),
-                        kind: r.get("kind"),
-                        payload: serde_json::from_str(&payload)
-                            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-                        attempts: r.get("attempts"),
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        claimed.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        decode::claimed(&rows)
     }
 
     async fn finish(
@@ -454,24 +402,7 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let payload: String = r.get("payload");
-                let state: String = r.get("state");
-                Ok(OutboxRow {
-                    key: r.get("key"),
-                    account: r.get("account"),
-                    kind: r.get("kind"),
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-                    at: instant(r.get("at"))?,
-                    state: OutboxState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
-                    attempts: r.get("attempts"),
-                    last_error: r.get("last_error"),
-                })
-            })
-            .collect()
+        rows.iter().map(decode::outbox_row).collect()
     }
 
     async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
@@ -702,15 +633,7 @@ impl Store for PgStore {
         let rows = sqlx::query("SELECT name, reason, at FROM disabled_endpoints ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(DisabledEndpoint {
-                    name: r.get("name"),
-                    reason: r.get("reason"),
-                    at: instant(r.get("at"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode::disabled_endpoint).collect()
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats> {
@@ -719,16 +642,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await?
         {
-            let n: i64 = r.get(1);
-            match OutboxState::parse(&r.get::<String, _>(0)) {
-                Some(OutboxState::Pending) => st.pending = n,
-                Some(OutboxState::Sending) => st.sending = n,
-                Some(OutboxState::Sent) => st.sent = n,
-                Some(OutboxState::Dead) => st.dead = n,
-                Some(OutboxState::Suppressed) => st.suppressed = n,
-                Some(OutboxState::Missed) => st.missed = n,
-                None => {}
-            }
+            st.count(&r.get::<String, _>(0), r.get(1));
         }
         let r = sqlx::query("SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'")
             .fetch_one(&self.pool)
@@ -752,24 +666,26 @@ impl Store for PgStore {
 
     async fn list_state(&self, state: OutboxState, limit: i64) -> Result<Vec<Listed>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{LISTED} WHERE state = $1 ORDER BY updated DESC, id LIMIT $2"
+            "{} WHERE state = $1 ORDER BY updated DESC, id LIMIT $2",
+            decode::LISTED
         )))
         .bind(state.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(listed).collect()
+        rows.iter().map(decode::listed).collect()
     }
 
     async fn account_outbox(&self, account: &str, limit: i64) -> Result<Vec<Listed>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{LISTED} WHERE account = $1 ORDER BY at, key LIMIT $2"
+            "{} WHERE account = $1 ORDER BY at, key LIMIT $2",
+            decode::LISTED
         )))
         .bind(account)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(listed).collect()
+        rows.iter().map(decode::listed).collect()
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
@@ -797,17 +713,7 @@ impl Store for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let detail: String = r.get("detail");
-                Ok(TraceEntry {
-                    at: instant(r.get("at"))?,
-                    kind: r.get("kind"),
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|e| StoreError::Corrupt(format!("trace detail: {e}")))?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode::trace_entry).collect()
     }
 
     async fn maintain(&self, now: Timestamp, before: Timestamp) -> Result<Maintained> {
@@ -1144,30 +1050,6 @@ async fn finish_in(
         notify(c, OUTBOX_CHANNEL).await?;
     }
     Ok(true)
-}
-
-const LISTED: &str =
-    "SELECT id, key, account, kind, payload, at, state, attempts, last_error, updated FROM outbox";
-
-fn listed(r: &sqlx::postgres::PgRow) -> Result<Listed> {
-    let payload: String = r.get("payload");
-    let state: String = r.get("state");
-    Ok(Listed {
-        id: r.get("id"),
-        updated: instant(r.get("updated"))?,
-        row: OutboxRow {
-            key: r.get("key"),
-            account: r.get("account"),
-            kind: r.get("kind"),
-            payload: serde_json::from_str(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-            at: instant(r.get("at"))?,
-            state: OutboxState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
-            attempts: r.get("attempts"),
-            last_error: r.get("last_error"),
-        },
-    })
 }
 
 /// A database of its own for one test run or benchmark: created on an

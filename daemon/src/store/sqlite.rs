@@ -10,11 +10,11 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use super::rows::{self as decode, instant, micros};
 use super::{
-    Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxRow,
-    OutboxState, Outcome, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
+    Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxState,
+    Outcome, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
 };
-use crate::engine::AccountState;
 use crate::model::event::Event;
 
 /// Schema versions, applied in order, each in one transaction.
@@ -107,15 +107,6 @@ CREATE INDEX trace_by_time ON trace (at);
 
 /// Rows compacted per maintenance transaction.
 const COMPACT_BATCH: i64 = 10_000;
-
-/// Instants as integer microseconds: they order and compare in SQL.
-fn micros(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
-
-fn instant(us: i64) -> Result<Timestamp> {
-    Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(format!("timestamp {us}: {e}")))
-}
 
 pub struct SqliteStore {
     /// `synchronous=FULL`: reads, and every write acknowledged to someone
@@ -239,24 +230,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let at = instant(r.get("at"))?;
-                let data: String = r.get("data");
-                Ok(StoredEvent {
-                    seq: r.get("seq"),
-                    at,
-                    event: Event {
-                        id: r.get("id"),
-                        account: r.get("account"),
-                        kind: r.get("type"),
-                        at: Some(at),
-                        data: serde_json::from_str(&data)
-                            .map_err(|e| StoreError::Corrupt(format!("event data: {e}")))?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(decode::stored_event).collect()
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<Loaded>> {
@@ -267,13 +241,7 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        let state: String = row.get("state");
-        let state: AccountState = serde_json::from_str(&state)
-            .map_err(|e| StoreError::Corrupt(format!("state of account `{id}`: {e}")))?;
-        Ok(Some(Loaded {
-            state,
-            version: row.get("version"),
-        }))
+        decode::loaded(&row, id).map(Some)
     }
 
     async fn commit_step(&self, step: &Step) -> Result<()> {
@@ -335,30 +303,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut claimed = rows
-            .into_iter()
-            .map(|r| {
-                let payload: String = r.get("payload");
-                let due: i64 = r.get("next_attempt");
-                Ok((
-                    due,
-                    Claimed {
-                        id: r.get("id"),
-                        token: r.get("token"),
-                        key: r.get("key"),
-                        account: r.get("account"),
-                        kind: r.get("kind"),
-                        payload: serde_json::from_str(&payload)
-                            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-                        attempts: r.get("attempts"),
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // RETURNING does not keep the subquery's order: due time, then key
-        // (one step's actions in playbook order).
-        claimed.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        decode::claimed(&rows)
     }
 
     async fn finish(
@@ -386,12 +331,12 @@ impl Store for SqliteStore {
         let rows: Vec<serde_json::Value> = done
             .iter()
             .map(|(id, token, outcome)| {
-                let (state, next, error) = ending(outcome);
+                let (state, next, error) = super::finish_columns(outcome);
                 serde_json::json!([
                     id,
                     token,
                     state.as_str(),
-                    next,
+                    next.map(micros),
                     error,
                     i64::from(*outcome == Outcome::Released)
                 ])
@@ -474,24 +419,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let payload: String = r.get("payload");
-                let state: String = r.get("state");
-                Ok(super::OutboxRow {
-                    key: r.get("key"),
-                    account: r.get("account"),
-                    kind: r.get("kind"),
-                    payload: serde_json::from_str(&payload)
-                        .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-                    at: instant(r.get("at"))?,
-                    state: OutboxState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
-                    attempts: r.get("attempts"),
-                    last_error: r.get("last_error"),
-                })
-            })
-            .collect()
+        rows.iter().map(decode::outbox_row).collect()
     }
 
     async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
@@ -794,15 +722,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT name, reason, at FROM disabled_endpoints ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(DisabledEndpoint {
-                    name: r.get("name"),
-                    reason: r.get("reason"),
-                    at: instant(r.get("at"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode::disabled_endpoint).collect()
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats> {
@@ -811,16 +731,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
         {
-            let n: i64 = r.get(1);
-            match OutboxState::parse(&r.get::<String, _>(0)) {
-                Some(OutboxState::Pending) => st.pending = n,
-                Some(OutboxState::Sending) => st.sending = n,
-                Some(OutboxState::Sent) => st.sent = n,
-                Some(OutboxState::Dead) => st.dead = n,
-                Some(OutboxState::Suppressed) => st.suppressed = n,
-                Some(OutboxState::Missed) => st.missed = n,
-                None => {}
-            }
+            st.count(&r.get::<String, _>(0), r.get(1));
         }
         let r = sqlx::query("SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'")
             .fetch_one(&self.pool)
@@ -844,24 +755,26 @@ impl Store for SqliteStore {
 
     async fn list_state(&self, state: OutboxState, limit: i64) -> Result<Vec<Listed>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{LISTED} WHERE state = ? ORDER BY updated DESC, id LIMIT ?"
+            "{} WHERE state = ? ORDER BY updated DESC, id LIMIT ?",
+            decode::LISTED
         )))
         .bind(state.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(listed).collect()
+        rows.iter().map(decode::listed).collect()
     }
 
     async fn account_outbox(&self, account: &str, limit: i64) -> Result<Vec<Listed>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{LISTED} WHERE account = ? ORDER BY at, key LIMIT ?"
+            "{} WHERE account = ? ORDER BY at, key LIMIT ?",
+            decode::LISTED
         )))
         .bind(account)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(listed).collect()
+        rows.iter().map(decode::listed).collect()
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
@@ -885,17 +798,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                let detail: String = r.get("detail");
-                Ok(TraceEntry {
-                    at: instant(r.get("at"))?,
-                    kind: r.get("kind"),
-                    detail: serde_json::from_str(&detail)
-                        .map_err(|e| StoreError::Corrupt(format!("trace detail: {e}")))?,
-                })
-            })
-            .collect()
+        rows.iter().map(decode::trace_entry).collect()
     }
 }
 
@@ -1033,48 +936,4 @@ async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> 
         .await?;
     }
     Ok(())
-}
-
-/// The state, next attempt and error an outcome leaves a row with.
-fn ending(outcome: &Outcome) -> (OutboxState, Option<i64>, Option<&str>) {
-    match outcome {
-        Outcome::Sent => (OutboxState::Sent, None, None),
-        Outcome::Retry {
-            next_attempt,
-            error,
-        } => (
-            OutboxState::Pending,
-            Some(micros(*next_attempt)),
-            Some(error.as_str()),
-        ),
-        Outcome::Dead { error } => (OutboxState::Dead, None, Some(error.as_str())),
-        Outcome::Suppressed { reason } => (OutboxState::Suppressed, None, Some(reason.as_str())),
-        Outcome::Missed { reason } => (OutboxState::Missed, None, Some(reason.as_str())),
-        // Never tried: pending again, its attempt not counted.
-        Outcome::Released => (OutboxState::Pending, None, None),
-    }
-}
-
-const LISTED: &str =
-    "SELECT id, key, account, kind, payload, at, state, attempts, last_error, updated FROM outbox";
-
-fn listed(r: &sqlx::sqlite::SqliteRow) -> Result<Listed> {
-    let payload: String = r.get("payload");
-    let state: String = r.get("state");
-    Ok(Listed {
-        id: r.get("id"),
-        updated: instant(r.get("updated"))?,
-        row: OutboxRow {
-            key: r.get("key"),
-            account: r.get("account"),
-            kind: r.get("kind"),
-            payload: serde_json::from_str(&payload)
-                .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-            at: instant(r.get("at"))?,
-            state: OutboxState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{state}`")))?,
-            attempts: r.get("attempts"),
-            last_error: r.get("last_error"),
-        },
-    })
 }
