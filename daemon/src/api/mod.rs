@@ -53,6 +53,13 @@ impl Counters {
             .fetch_add(p.actions as u64, Ordering::Relaxed);
     }
 
+    pub fn ingested(&self, n: &crate::store::Ingested) {
+        self.events_accepted
+            .fetch_add(n.accepted as u64, Ordering::Relaxed);
+        self.events_duplicate
+            .fetch_add(n.duplicates as u64, Ordering::Relaxed);
+    }
+
     pub fn delivered(&self, d: &Delivered) {
         for (counter, n) in [
             (&self.delivered_sent, d.sent),
@@ -358,48 +365,45 @@ async fn metrics<S: Store + 'static>(State(st): State<Arc<ApiState<S>>>) -> Resp
             let _ = writeln!(text, "{name}{labels} {v}");
         }
     };
-    metric(
-        "touchpilot_events_accepted_total",
-        "counter",
-        "Events durably stored.",
-        &[("", g(&c.events_accepted) as f64)],
-    );
-    metric(
-        "touchpilot_events_duplicate_total",
-        "counter",
-        "Events whose id was already stored.",
-        &[("", g(&c.events_duplicate) as f64)],
-    );
-    metric(
-        "touchpilot_requests_rejected_total",
-        "counter",
-        "API requests refused (bad input, bad token).",
-        &[("", g(&c.requests_rejected) as f64)],
-    );
-    metric(
-        "touchpilot_source_lines_rejected_total",
-        "counter",
-        "File source lines that could not be read.",
-        &[("", g(&c.source_rejected) as f64)],
-    );
-    metric(
-        "touchpilot_engine_steps_total",
-        "counter",
-        "Account steps committed.",
-        &[("", g(&c.steps) as f64)],
-    );
-    metric(
-        "touchpilot_moments_fired_total",
-        "counter",
-        "Moments and milestone escalations fired.",
-        &[("", g(&c.moments_fired) as f64)],
-    );
-    metric(
-        "touchpilot_actions_planned_total",
-        "counter",
-        "Actions written to the outbox.",
-        &[("", g(&c.actions_planned) as f64)],
-    );
+    for (name, help, counter) in [
+        (
+            "touchpilot_events_accepted_total",
+            "Events durably stored.",
+            &c.events_accepted,
+        ),
+        (
+            "touchpilot_events_duplicate_total",
+            "Events whose id was already stored.",
+            &c.events_duplicate,
+        ),
+        (
+            "touchpilot_requests_rejected_total",
+            "API requests refused (bad input, bad token).",
+            &c.requests_rejected,
+        ),
+        (
+            "touchpilot_source_lines_rejected_total",
+            "File source lines that could not be read.",
+            &c.source_rejected,
+        ),
+        (
+            "touchpilot_engine_steps_total",
+            "Account steps committed.",
+            &c.steps,
+        ),
+        (
+            "touchpilot_moments_fired_total",
+            "Moments and milestone escalations fired.",
+            &c.moments_fired,
+        ),
+        (
+            "touchpilot_actions_planned_total",
+            "Actions written to the outbox.",
+            &c.actions_planned,
+        ),
+    ] {
+        metric(name, "counter", help, &[("", g(counter) as f64)]);
+    }
     metric(
         "touchpilot_deliveries_total",
         "counter",

@@ -445,12 +445,7 @@ async fn ingest_loop<S: Store + 'static>(
         match runner.store.ingest_many(&batches, Timestamp::now()).await {
             Ok(results) => {
                 for (n, reply) in results.into_iter().zip(replies) {
-                    counters
-                        .events_accepted
-                        .fetch_add(n.accepted as u64, Ordering::Relaxed);
-                    counters
-                        .events_duplicate
-                        .fetch_add(n.duplicates as u64, Ordering::Relaxed);
+                    counters.ingested(&n);
                     let _ = reply.send(Ok(n));
                 }
                 wake.notify_one();
@@ -595,12 +590,7 @@ impl Files {
                     )
                     .await
                     .context("while storing events from the file source")?;
-                counters
-                    .events_accepted
-                    .fetch_add(n.accepted as u64, Ordering::Relaxed);
-                counters
-                    .events_duplicate
-                    .fetch_add(n.duplicates as u64, Ordering::Relaxed);
+                counters.ingested(&n);
                 if starting || n.accepted > 0 {
                     info!(file = %path.display(), accepted = n.accepted, duplicates = n.duplicates, "events read");
                 }

@@ -30,6 +30,17 @@ pub struct Worker {
     pub connectors: Option<super::connector::Connectors>,
 }
 
+/// What every claim of one batch is decided against.
+struct Batch {
+    now: Timestamp,
+    /// Endpoints disabled by an earlier `410`, with the reason.
+    disabled: HashMap<String, String>,
+    /// Endpoints that answered `410` in this batch.
+    gone: std::sync::Mutex<BTreeMap<String, String>>,
+    /// The accounts of the batch's emails, as stored (`None`: deleted).
+    accounts: HashMap<String, Option<crate::model::account::Account>>,
+}
+
 /// One chain's claims with their outcomes, and the store error that
 /// stopped it, if one did.
 type ChainResult = (Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>);
@@ -82,12 +93,28 @@ impl Worker {
         if claims.is_empty() {
             return Ok(Delivered::default());
         }
-        let disabled: HashMap<String, String> = store
-            .disabled_endpoints()
-            .await?
-            .into_iter()
-            .map(|d| (d.name, d.reason))
-            .collect();
+        let mut ctx = Batch {
+            now,
+            disabled: store
+                .disabled_endpoints()
+                .await?
+                .into_iter()
+                .map(|d| (d.name, d.reason))
+                .collect(),
+            gone: std::sync::Mutex::new(BTreeMap::new()),
+            accounts: HashMap::new(),
+        };
+        // Each account whose emails are in the batch is read once, for its
+        // contacts' unsubscribes (not once per email).
+        for claim in claims.iter().filter(|c| c.kind == "email") {
+            if !ctx.accounts.contains_key(&claim.account) {
+                let account = store
+                    .load_account(&claim.account)
+                    .await?
+                    .map(|l| l.state.account);
+                ctx.accounts.insert(claim.account.clone(), account);
+            }
+        }
         // Under a cap, one address's emails go one after the other, so each
         // sees the ones before it; everything else goes out concurrently.
         let mut chains: Vec<Vec<Claimed>> = Vec::new();
@@ -108,12 +135,11 @@ impl Worker {
                 None => chains.push(vec![claim]),
             }
         }
-        let gone = std::sync::Mutex::new(BTreeMap::<String, String>::new());
         // A store error while deciding one claim hands that claim back
         // untried (and is reported); the claims already sent still end.
         let results: Vec<ChainResult> = futures_util::stream::iter(chains)
             .map(|chain| {
-                let (disabled, gone) = (&disabled, &gone);
+                let ctx = &ctx;
                 async move {
                     let mut out = Vec::with_capacity(chain.len());
                     // Emails of this chain that took a place under the cap
@@ -125,10 +151,7 @@ impl Worker {
                         let outcome = if stop() || failed.is_some() {
                             Outcome::Released
                         } else {
-                            match self
-                                .outcome(store, &claim, now, failed_here, disabled, gone)
-                                .await
-                            {
+                            match self.outcome(store, &claim, failed_here, ctx).await {
                                 Ok(o) => o,
                                 Err(e) => {
                                     failed = Some(e);
@@ -157,7 +180,7 @@ impl Worker {
                 first_error = failed;
             }
         }
-        for (name, reason) in gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        for (name, reason) in ctx.gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
             store.disable_endpoint(&name, &reason, now).await?;
         }
         let mut done = Delivered::default();
@@ -198,11 +221,10 @@ impl Worker {
         &self,
         store: &S,
         claim: &Claimed,
-        now: Timestamp,
         failed_here: i64,
-        disabled: &HashMap<String, String>,
-        gone: &std::sync::Mutex<BTreeMap<String, String>>,
+        ctx: &Batch,
     ) -> Result<Outcome> {
+        let (now, gone) = (ctx.now, &ctx.gone);
         let p = &claim.payload;
         let due = p
             .get("at")
@@ -221,7 +243,7 @@ impl Worker {
             return super::connector::deliver(self, store, claim, now, due).await;
         }
         let result = if claim.kind == "email" {
-            if let Some(reason) = self.consent(store, claim, now, failed_here).await? {
+            if let Some(reason) = self.consent(store, claim, failed_here, ctx).await? {
                 return Ok(Outcome::Suppressed {
                     reason: reason.to_string(),
                 });
@@ -234,10 +256,10 @@ impl Worker {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(endpoint)
                 .cloned();
-            if let Some(reason) = disabled.get(endpoint).cloned().or(gone_now) {
+            if let Some(reason) = ctx.disabled.get(endpoint).cloned().or(gone_now) {
                 return Ok(Outcome::Dead {
                     error: format!(
-                        "webhook `{endpoint}` is disabled ({reason}); after fixing it, run `touchpilot endpoints enable {endpoint}` and retry the dead letters"
+                        "webhook `{endpoint}` is disabled ({reason}); after fixing it, run `touchpilot enable-endpoint {endpoint}` and retry the dead letters"
                     ),
                 });
             }
@@ -284,28 +306,27 @@ impl Worker {
         &self,
         store: &S,
         claim: &Claimed,
-        now: Timestamp,
         failed_here: i64,
+        ctx: &Batch,
     ) -> Result<Option<&'static str>> {
-        let p = &claim.payload;
-        let to = p.get("to").and_then(Value::as_str).unwrap_or("");
+        let now = ctx.now;
+        let to = claim
+            .payload
+            .get("to")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if store.is_suppressed(to).await? {
             return Ok(Some("unsubscribed"));
         }
         // The global list was asked above; the account's own contact
         // record is the same rule the dry run applies.
-        if let Some(loaded) = store.load_account(&claim.account).await?
-            && super::unsubscribed(&loaded.state.account, to, &|_| false)
+        if let Some(Some(account)) = ctx.accounts.get(&claim.account)
+            && super::unsubscribed(account, to, &|_| false)
         {
             return Ok(Some("unsubscribed"));
         }
-        let contact = p.get("contact").and_then(Value::as_bool).unwrap_or(false);
-        let bypass = p
-            .get("bypass_limits")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         if let Some(cap) = &self.cap
-            && super::cap_applies(contact, bypass)
+            && self.capped(claim)
         {
             let since = now.checked_sub(cap.per.span()).unwrap_or(Timestamp::MIN);
             // Counted now, atomically, so instances sharing the store cannot
