@@ -21,6 +21,7 @@ use serde_json::json;
 use sqlx::Row;
 use touchpilot::store::postgres::Scratch;
 
+use crate::support::until;
 use crate::support::{bin, repo};
 
 /// The machine's server (127.0.0.1:5432, trust authentication), or
@@ -399,15 +400,6 @@ pub async fn post(client: &reqwest::Client, addr: &str, body: &str) -> bool {
     {
         Ok(r) => r.status() == 202,
         Err(_) => false,
-    }
-}
-
-/// Polls `cond` every 50 ms until it holds or `limit` passes.
-pub async fn until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1398,6 +1398,8 @@ mod daemon {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use crate::support::until;
+
     use jiff::Timestamp;
     use serde_json::{Value, json};
     use tokio_util::sync::CancellationToken;
@@ -1405,17 +1407,6 @@ mod daemon {
 
     use crate::plugins::library;
     use crate::vendors::{self, Mock};
-
-    /// Waits up to 20 s for `check` to hold, looking every 50 ms.
-    async fn eventually(what: &str, check: impl Fn() -> bool) {
-        for _ in 0..400 {
-            if check() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("timed out waiting for {what}");
-    }
 
     fn tasks(m: &Mock) -> Vec<Value> {
         m.data.lock().unwrap()["tasks"].as_array().unwrap().clone()
@@ -1470,9 +1461,11 @@ mod daemon {
         ));
 
         // The source loop's first poll reads the organization export.
-        eventually("the first Zendesk poll", || {
-            !zendesk.seen("/api/v2/incremental/tickets").is_empty()
-        })
+        until(
+            Duration::from_secs(20),
+            "the first Zendesk poll",
+            async || !zendesk.seen("/api/v2/incremental/tickets").is_empty(),
+        )
         .await;
 
         // A ticket opened a second from now; Zendesk calls the webhook.
@@ -1496,7 +1489,10 @@ mod daemon {
             .unwrap();
         assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
 
-        eventually("the HubSpot task", || !tasks(&hubspot).is_empty()).await;
+        until(Duration::from_secs(20), "the HubSpot task", async || {
+            !tasks(&hubspot).is_empty()
+        })
+        .await;
         let t = tasks(&hubspot);
         assert_eq!(t.len(), 1);
         assert_eq!(

@@ -333,6 +333,56 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
         suppressed.iter().filter(|e| *e == "frequency_cap").count(),
         1
     );
+
+    // The 410 disabled its endpoint: a later action for it is dead-lettered
+    // without a request, saying how to enable it again.
+    let disabled = runner.store.disabled_endpoints().await.unwrap();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0].name, "gone");
+    let gone_before = rx
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/gone")
+        .count();
+    runner
+        .store
+        .ingest(&[event("t3", "2026-03-02T14:00:00Z")], later)
+        .await
+        .unwrap();
+    runner.apply_pending(later, 100).await.unwrap();
+    worker
+        .deliver_due(&runner.store, later, 100, &|| false)
+        .await
+        .unwrap();
+    let gone_row = runner
+        .store
+        .list_outbox(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.key.contains("#t3") && r.payload["endpoint"] == "gone")
+        .unwrap();
+    assert_eq!(gone_row.state, OutboxState::Dead);
+    assert!(
+        gone_row
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("run `touchpilot enable-endpoint gone`"),
+        "{gone_row:?}"
+    );
+    assert_eq!(
+        rx.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "/gone")
+            .count(),
+        gone_before,
+        "nothing more was sent to a disabled endpoint"
+    );
 }
 
 fn hook_payload(endpoint: &str) -> Value {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::deliver::receiver;
 use crate::smtp::server;
-use crate::support::bin;
+use crate::support::{bin, eventually};
 
 /// A running `touchpilot run`, its log lines collected as they come.
 struct Daemon {
@@ -138,18 +138,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Polls `f` until it returns `Some`, for up to `secs` seconds.
-fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 fn post(url: &str, body: &Value) -> Result<(u16, Value), String> {
     touchpilot::tls::init();
     let client = reqwest::blocking::Client::new();
@@ -264,7 +252,7 @@ async fn smtp_through_the_daemon_with_retries_dead_letters_and_the_ops_commands(
     // DATA), both copies with one Message-ID; Pam never (550).
     let maildir = smtp.maildir.path().to_path_buf();
     let mails = tokio::task::spawn_blocking(move || {
-        eventually(30, "the emails", || {
+        eventually(Duration::from_secs(30), "the emails", || {
             let m = emls(&maildir);
             (m.len() >= 4).then_some(m)
         })
@@ -298,7 +286,7 @@ async fn smtp_through_the_daemon_with_retries_dead_letters_and_the_ops_commands(
     let seen = {
         let rx = rx.clone();
         tokio::task::spawn_blocking(move || {
-            eventually(30, "the webhook retry", || {
+            eventually(Duration::from_secs(30), "the webhook retry", || {
                 let s = rx.seen.lock().unwrap().clone();
                 (s.len() >= 2).then_some(s)
             })
@@ -311,7 +299,7 @@ async fn smtp_through_the_daemon_with_retries_dead_letters_and_the_ops_commands(
     // The operations commands, while it runs.
     let c = config.clone();
     let (status, dead, trace) = tokio::task::spawn_blocking(move || {
-        eventually(30, "the dead letter", || {
+        eventually(Duration::from_secs(30), "the dead letter", || {
             let (_, s) = touchpilot(&["status"], &c);
             s.contains("1 dead").then_some(())
         });
@@ -402,7 +390,7 @@ fn sighup_keeps_the_running_playbooks_on_error_and_takes_fixed_ones() {
         "the problem is named with file and line: {refused}"
     );
     event("e1");
-    eventually(30, "the first email", || {
+    eventually(Duration::from_secs(30), "the first email", || {
         (subjects().len() == 1).then_some(())
     });
     assert_eq!(subjects(), ["We saw your ticket, Ann"]);
@@ -417,7 +405,7 @@ fn sighup_keeps_the_running_playbooks_on_error_and_takes_fixed_ones() {
     daemon.signal("-HUP");
     daemon.wait_log("reloaded");
     event("e2");
-    eventually(30, "the second email", || {
+    eventually(Duration::from_secs(30), "the second email", || {
         (subjects().len() == 2).then_some(())
     });
     assert_eq!(
