@@ -23,6 +23,15 @@ pub struct Runner<S: Store> {
     pub store: S,
     /// Swapped whole by a reload; each call works on one snapshot.
     engine: RwLock<Engine>,
+    handoff: Option<Handoff>,
+}
+
+/// Where steps hand the outbox rows they created already due: claimed in
+/// the step's own commit, under `lease`, and sent to the worker at once.
+/// Without it, such rows wait for the worker's next claim.
+pub struct Handoff {
+    pub lease: jiff::SignedDuration,
+    pub to: tokio::sync::mpsc::Sender<Vec<crate::store::Claimed>>,
 }
 
 /// What a call did, for logs and metrics.
@@ -186,7 +195,14 @@ impl<S: Store> Runner<S> {
         Runner {
             store,
             engine: RwLock::new(engine),
+            handoff: None,
         }
+    }
+
+    /// Hands the rows that steps create already due to a worker (`Handoff`).
+    pub fn with_handoff(mut self, handoff: Handoff) -> Runner<S> {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// The engine of the running configuration.
@@ -202,8 +218,14 @@ impl<S: Store> Runner<S> {
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = engine;
     }
 
-    /// Commits built steps together, or reports a conflict.
-    async fn commit(&self, engine: &Engine, built: Vec<Pending>) -> Result<Progress> {
+    /// Commits built steps together, or reports a conflict. With a
+    /// handoff, the rows already due at `now` go to the worker.
+    async fn commit(
+        &self,
+        engine: &Engine,
+        built: Vec<Pending>,
+        now: Timestamp,
+    ) -> Result<Progress> {
         let mut progress = Progress::default();
         let mut steps = Vec::with_capacity(built.len());
         for p in built {
@@ -211,8 +233,28 @@ impl<S: Store> Runner<S> {
             steps.push(step);
             progress.absorb(pr);
         }
-        if !steps.is_empty() {
+        if steps.is_empty() {
+            return Ok(progress);
+        }
+        let Some(handoff) = &self.handoff else {
             self.store.commit_steps(&steps).await?;
+            return Ok(progress);
+        };
+        let claimed = self
+            .store
+            .commit_steps_claiming(&steps, now, handoff.lease)
+            .await?;
+        if !claimed.is_empty()
+            && let Err(unsent) = handoff.to.send(claimed).await
+        {
+            // The worker has stopped: the claims go back, untried, for the
+            // next start (rather than waiting out their lease).
+            let back: Vec<_> = unsent
+                .0
+                .into_iter()
+                .map(|c| (c.id, c.token, crate::store::Outcome::Released))
+                .collect();
+            self.store.finish_many(&back, now).await?;
         }
         Ok(progress)
     }
@@ -244,7 +286,7 @@ impl<S: Store> Runner<S> {
                         p.record(decisions, None);
                         built.push(p);
                     }
-                    self.commit(engine, built).await
+                    self.commit(engine, built, now).await
                 })
                 .await?,
             );
@@ -278,7 +320,7 @@ impl<S: Store> Runner<S> {
                 }
             };
             p.record(decisions, None);
-            self.commit(&engine, vec![p]).await
+            self.commit(&engine, vec![p], now).await
         })
         .await
     }
@@ -351,7 +393,7 @@ impl<S: Store> Runner<S> {
             }
             built.push(p);
         }
-        progress.absorb(self.commit(&engine, built).await?);
+        progress.absorb(self.commit(&engine, built, now).await?);
         Ok(progress)
     }
 
@@ -359,7 +401,7 @@ impl<S: Store> Runner<S> {
     pub async fn run_due(&self, now: Timestamp, batch: i64) -> Result<Progress> {
         retrying(|| async move {
             let ids = self.store.due_accounts(now, batch).await?;
-            self.step_accounts(&ids, |engine, st, decisions| {
+            self.step_accounts(&ids, now, |engine, st, decisions| {
                 engine.advance(st, now, decisions)
             })
             .await
@@ -379,7 +421,7 @@ impl<S: Store> Runner<S> {
                 return Ok(progress);
             };
             let step = retrying(|| {
-                self.step_accounts(&ids, |engine, st, decisions| {
+                self.step_accounts(&ids, now, |engine, st, decisions| {
                     let account = st.account.clone();
                     engine.replace_account(st, account, now, Mode::Live, decisions)
                 })
@@ -393,6 +435,7 @@ impl<S: Store> Runner<S> {
     async fn step_accounts(
         &self,
         ids: &[String],
+        now: Timestamp,
         step: impl Fn(&Engine, &mut AccountState, &mut Vec<Decision>),
     ) -> Result<Progress> {
         let engine = self.engine();
@@ -407,7 +450,7 @@ impl<S: Store> Runner<S> {
             p.record(decisions, None);
             built.push(p);
         }
-        self.commit(&engine, built).await
+        self.commit(&engine, built, now).await
     }
 }
 

@@ -42,6 +42,11 @@ const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Engine steps and deliveries handled per commit.
 const BATCH: i64 = 1000;
 const DELIVERY_BATCH: i64 = 256;
+/// Batches of handed claims that may wait for the worker.
+const HANDOFF_BATCHES: usize = 8;
+/// Under a steady stream of handed claims, how long the worker may go
+/// without also claiming what fell due otherwise (retries, leases).
+const DUE_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How the process controls a running daemon.
 #[derive(Clone, Default)]
@@ -155,10 +160,18 @@ pub async fn serve<S: Store + 'static>(
         )
     });
     let links = crate::deliver::unsubscribe_links(public.clone(), secret.clone());
-    let runner = Arc::new(Runner::new(
-        store,
-        Engine::new(config.clone(), links.clone()),
-    ));
+    // Rows a step creates already due go straight to the worker, claimed
+    // in the step's commit. Bounded: a worker that falls behind slows the
+    // engine, and a handed claim never waits long enough to lose its lease.
+    let (handoff, handed) = mpsc::channel(HANDOFF_BATCHES);
+    let runner = Arc::new(
+        Runner::new(store, Engine::new(config.clone(), links.clone())).with_handoff(
+            crate::runner::Handoff {
+                lease: config.delivery.lease,
+                to: handoff,
+            },
+        ),
+    );
 
     let counters = Arc::new(Counters::default());
     let wake_engine = Arc::new(Notify::new());
@@ -229,6 +242,7 @@ pub async fn serve<S: Store + 'static>(
     let worker_loop = tokio::spawn(worker_loop(
         runner.clone(),
         worker.clone(),
+        handed,
         wake_worker.clone(),
         counters.clone(),
         shutdown.clone(),
@@ -673,35 +687,74 @@ async fn engine_loop<S: Store + 'static>(
 async fn worker_loop<S: Store + 'static>(
     runner: Arc<Runner<S>>,
     worker: Arc<RwLock<Arc<Worker>>>,
+    mut handed: mpsc::Receiver<Vec<crate::store::Claimed>>,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut last_due = std::time::Instant::now();
     loop {
         let current = worker.read().unwrap_or_else(|e| e.into_inner()).clone();
         let stop = || shutdown.is_cancelled();
-        match current
-            .deliver_due(&runner.store, Timestamp::now(), DELIVERY_BATCH, &stop)
-            .await
-        {
-            Ok(d) => {
-                counters.delivered(&d);
-                for (key, error) in d.errors.iter().take(5) {
-                    warn!(outbox = %key, %error, "delivery failed");
-                }
-                // A full batch: more may be due right now.
-                if d.total() >= DELIVERY_BATCH as usize && !shutdown.is_cancelled() {
-                    continue;
-                }
+        // First what the engine claimed for us as it created it (handed
+        // back untried when stopping), then what fell due otherwise.
+        let mut claims = Vec::new();
+        while claims.len() < DELIVERY_BATCH as usize {
+            match handed.try_recv() {
+                Ok(c) => claims.extend(c),
+                Err(_) => break,
             }
-            Err(e) => error!(error = %e, "delivery"),
+        }
+        let was_handed = !claims.is_empty();
+        let mut full = false;
+        if was_handed {
+            let done = current
+                .deliver(&runner.store, claims, Timestamp::now(), &stop)
+                .await;
+            full = true;
+            report(&counters, done);
+        }
+        if !shutdown.is_cancelled() && (!was_handed || last_due.elapsed() >= DUE_AT_LEAST_EVERY) {
+            last_due = std::time::Instant::now();
+            let done = current
+                .deliver_due(&runner.store, Timestamp::now(), DELIVERY_BATCH, &stop)
+                .await;
+            // A full batch: more may be due right now.
+            full |= done
+                .as_ref()
+                .is_ok_and(|d| d.total() >= DELIVERY_BATCH as usize);
+            report(&counters, done);
         }
         if shutdown.is_cancelled() {
+            handed.close();
+            while let Ok(c) = handed.try_recv() {
+                report(
+                    &counters,
+                    current
+                        .deliver(&runner.store, c, Timestamp::now(), &stop)
+                        .await,
+                );
+            }
             return Ok(());
+        }
+        if full {
+            continue;
         }
         let next = runner.store.next_outbox_at(KINDS).await.ok().flatten();
         if !pause(next, &wake, &shutdown).await {
-            return Ok(());
+            continue;
         }
+    }
+}
+
+fn report(counters: &Counters, done: crate::store::Result<crate::deliver::worker::Delivered>) {
+    match done {
+        Ok(d) => {
+            counters.delivered(&d);
+            for (key, error) in d.errors.iter().take(5) {
+                warn!(outbox = %key, %error, "delivery failed");
+            }
+        }
+        Err(e) => error!(error = %e, "delivery"),
     }
 }

@@ -90,6 +90,19 @@ impl Worker {
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Delivered> {
         let claims = store.claim(KINDS, now, self.delivery.lease, batch).await?;
+        self.deliver(store, claims, now, stop).await
+    }
+
+    /// Delivers claims already made (by `deliver_due`, or by the engine
+    /// step that created them), `delivery.concurrency` at a time, and ends
+    /// them in one commit.
+    pub async fn deliver<S: Store>(
+        &self,
+        store: &S,
+        claims: Vec<Claimed>,
+        now: Timestamp,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Delivered> {
         if claims.is_empty() {
             return Ok(Delivered::default());
         }

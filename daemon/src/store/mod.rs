@@ -30,6 +30,8 @@ use crate::model::event::Event;
 pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The database cannot be reached or refuses us, with where and why.
     #[error("{0}")]
     Connect(String),
@@ -500,6 +502,24 @@ pub trait Store: Send + Sync {
     /// Several steps, of distinct accounts, in one commit: all or nothing.
     /// A stale version in any of them is a `Conflict` and writes nothing.
     fn commit_steps(&self, steps: &[Step]) -> impl Future<Output = Result<()>> + Send;
+
+    /// `commit_steps`, and in the same commit a claim (as `claim` would
+    /// make it, under `lease`) of the new outbox rows already due at
+    /// `now`: the engine hands them to its worker without another
+    /// transaction. A store without it claims nothing here; the worker
+    /// then claims those rows as it claims any other.
+    fn commit_steps_claiming(
+        &self,
+        steps: &[Step],
+        now: Timestamp,
+        lease: jiff::SignedDuration,
+    ) -> impl Future<Output = Result<Vec<Claimed>>> + Send {
+        let _ = (now, lease);
+        async move {
+            self.commit_steps(steps).await?;
+            Ok(Vec::new())
+        }
+    }
 
     /// Ends several claims in one commit; per claim, whether its token was
     /// still current (as `finish`).

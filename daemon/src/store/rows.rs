@@ -18,15 +18,18 @@ pub(crate) trait StoreRow {
     fn int(&self, column: &str) -> i64;
 }
 
-impl StoreRow for sqlx::sqlite::SqliteRow {
+impl StoreRow for rusqlite::Row<'_> {
     fn text(&self, column: &str) -> String {
-        sqlx::Row::get(self, column)
+        self.get(column)
+            .unwrap_or_else(|e| panic!("column `{column}`: {e}"))
     }
     fn maybe_text(&self, column: &str) -> Option<String> {
-        sqlx::Row::get(self, column)
+        self.get(column)
+            .unwrap_or_else(|e| panic!("column `{column}`: {e}"))
     }
     fn int(&self, column: &str) -> i64 {
-        sqlx::Row::get(self, column)
+        self.get(column)
+            .unwrap_or_else(|e| panic!("column `{column}`: {e}"))
     }
 }
 
@@ -83,29 +86,34 @@ pub(crate) fn stored_event(r: &impl StoreRow) -> Result<StoredEvent> {
     })
 }
 
-/// Claimed rows (`id, token, key, account, kind, payload, attempts,
-/// next_attempt`) in the order they go out: due time, then key (one
-/// step's actions in playbook order). `RETURNING` keeps no order.
-pub(crate) fn claimed<R: StoreRow>(rows: &[R]) -> Result<Vec<Claimed>> {
-    let mut claimed = rows
-        .iter()
-        .map(|r| {
-            Ok((
-                r.int("next_attempt"),
-                Claimed {
-                    id: r.text("id"),
-                    token: r.int("token"),
-                    key: r.text("key"),
-                    account: r.text("account"),
-                    kind: r.text("kind"),
-                    payload: json(&r.text("payload"), "outbox payload")?,
-                    attempts: r.int("attempts"),
-                },
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
+/// A claimed row (`id, token, key, account, kind, payload, attempts,
+/// next_attempt`), with its due time for `in_due_order`.
+pub(crate) fn claimed_row(r: &impl StoreRow) -> Result<(i64, Claimed)> {
+    Ok((
+        r.int("next_attempt"),
+        Claimed {
+            id: r.text("id"),
+            token: r.int("token"),
+            key: r.text("key"),
+            account: r.text("account"),
+            kind: r.text("kind"),
+            payload: json(&r.text("payload"), "outbox payload")?,
+            attempts: r.int("attempts"),
+        },
+    ))
+}
+
+/// Claims in the order they go out: due time, then key (one step's
+/// actions in playbook order). `RETURNING` keeps no order.
+pub(crate) fn in_due_order(mut claimed: Vec<(i64, Claimed)>) -> Vec<Claimed> {
     claimed.sort_by(|a, b| (a.0, &a.1.key).cmp(&(b.0, &b.1.key)));
-    Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    claimed.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Claimed rows of a result set, in due order.
+pub(crate) fn claimed<R: StoreRow>(rows: &[R]) -> Result<Vec<Claimed>> {
+    let claimed = rows.iter().map(claimed_row).collect::<Result<Vec<_>>>()?;
+    Ok(in_due_order(claimed))
 }
 
 /// The columns `outbox_row` and `listed` read.

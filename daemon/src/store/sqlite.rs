@@ -1,14 +1,21 @@
-//! The SQLite store: one file, WAL journal, `synchronous=FULL` so that a
-//! committed write survives power loss, writes serialised by SQLite itself
-//! (`BEGIN IMMEDIATE` where a read decides a write).
+//! The SQLite store: one file, WAL journal. A write acknowledged to someone
+//! outside commits with `synchronous=FULL`, so it survives power loss; the
+//! daemon's own progress commits with NORMAL (see `Durability`).
+//!
+//! SQLite is called in place through rusqlite, on two connections: one
+//! writer (every write, one transaction at a time, behind an async mutex)
+//! and one reader (WAL readers never wait for the writer). A call is a few
+//! microseconds of C; handing each statement to a connection thread and
+//! back, as an async driver does, cost more than the statement itself and
+//! was most of the daemon's CPU under load. Only a FULL commit, which
+//! waits for the disk, leaves the async worker thread (`block_in_place`).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
 
 use super::rows::{self as decode, instant, micros};
 use super::{
@@ -108,81 +115,127 @@ CREATE INDEX trace_by_time ON trace (at);
 /// Rows compacted per maintenance transaction.
 const COMPACT_BATCH: i64 = 10_000;
 
+/// How long a connection waits for another process's lock (the ops
+/// commands, a second daemon by mistake) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a write transaction commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Events, unsubscribes, cursors, operator actions: anything
+    /// acknowledged outside. On disk before the call returns.
+    Full,
+    /// The daemon's own progress (engine steps, claims, claims' ends).
+    /// WAL frames are written in commit order, so the next FULL commit
+    /// makes them durable too; a power loss (never a process crash) can
+    /// only undo the last few, which are recomputed (steps: the same
+    /// outbox keys) or retried with the same Message-ID and webhook-id
+    /// (sends). An fsync per internal commit bounded throughput.
+    Normal,
+}
+
+/// The write connection and the `synchronous` level it is set to.
+struct Writer {
+    conn: Connection,
+    durability: Durability,
+}
+
+impl Writer {
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: all of it or, on any
+    /// error, none of it.
+    fn write<T>(
+        &mut self,
+        durability: Durability,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        if self.durability != durability {
+            self.conn.execute_batch(match durability {
+                Durability::Full => "PRAGMA synchronous = FULL",
+                Durability::Normal => "PRAGMA synchronous = NORMAL",
+            })?;
+            self.durability = durability;
+        }
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let done = f(&self.conn).and_then(|v| {
+            let conn = &self.conn;
+            let commit = || conn.prepare_cached("COMMIT")?.execute([]);
+            match durability {
+                Durability::Full => off_the_runtime(commit)?,
+                Durability::Normal => commit()?,
+            };
+            Ok(v)
+        });
+        if done.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        done
+    }
+}
+
+/// Runs `f`, which waits for the disk, without holding up the other tasks
+/// of this async worker thread (they move to another one meanwhile). On a
+/// single-threaded runtime (tests) it simply runs.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 pub struct SqliteStore {
-    /// `synchronous=FULL`: reads, and every write acknowledged to someone
-    /// outside (events, unsubscribes, cursors...): durable at commit.
-    pool: SqlitePool,
-    /// `synchronous=NORMAL`: the daemon's own progress (engine steps,
-    /// claims, claims' ends). WAL frames are written in commit order, so
-    /// the next FULL commit makes them durable too; a power loss (never a
-    /// process crash) can only undo the last few, which are recomputed
-    /// (steps: the same outbox keys) or retried with the same Message-ID
-    /// and webhook-id (sends). An fsync per internal commit was the cost
-    /// that bounded throughput (0.5 ms each here).
-    progress: SqlitePool,
-    /// One writer at a time inside the process. SQLite serialises writers
-    /// anyway, but a connection that finds the database locked sleeps in
-    /// its busy handler (1, 2, 5, ... 100 ms steps) instead of waking when
-    /// the lock is free: under load that was most of the latency. Other
-    /// processes (the ops commands) still meet the busy timeout.
-    writer: tokio::sync::Mutex<()>,
+    writer: Mutex<Writer>,
+    reader: Mutex<Connection>,
+}
+
+/// The file of a `sqlite:PATH` (or `sqlite://PATH`) store URL.
+fn path_of(url: &str) -> Result<&str> {
+    let rest = url
+        .strip_prefix("sqlite:")
+        .ok_or_else(|| StoreError::Connect(format!("`{url}` is not a `sqlite:PATH` store")))?;
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    if path.is_empty() {
+        return Err(StoreError::Connect(format!("`{url}` names no file")));
+    }
+    Ok(path)
+}
+
+fn connect(path: &str, flags: OpenFlags) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Connect(format!("cannot open the SQLite file `{path}`: {e}")))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Connect(format!(
+            "`{path}` cannot use a WAL journal (it stays `{mode}`)"
+        )));
+    }
+    // Statement journals and sorts in memory, not in temporary files.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY",
+    )?;
+    Ok(conn)
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `url`
     /// (`sqlite:PATH`, as in `touchpilot.yaml`).
     pub async fn open(url: &str) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.clone())
-            .await?;
-        let progress = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
-            .await?;
-        let store = SqliteStore {
-            pool,
-            progress,
-            writer: tokio::sync::Mutex::new(()),
+        let path = path_of(url)?;
+        let rw = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut writer = Writer {
+            conn: connect(path, rw)?,
+            durability: Durability::Full,
         };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
-        let current: i64 = sqlx::query("SELECT value FROM meta WHERE key = 'schema_version'")
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.get::<String, _>(0).parse().unwrap_or(0))
-            .unwrap_or(0);
-        if current as usize > MIGRATIONS.len() {
-            return Err(StoreError::Corrupt(format!(
-                "database schema version {current} is newer than this touchpilot ({}); upgrade touchpilot",
-                MIGRATIONS.len()
-            )));
-        }
-        for sql in &MIGRATIONS[current as usize..] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(MIGRATIONS.len().to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        migrate(&mut writer)?;
+        let reader = connect(path, rw)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
     }
 
     /// A pragma's value, for tests of the durability settings.
@@ -192,20 +245,89 @@ impl SqliteStore {
             "journal_mode" => "PRAGMA journal_mode",
             _ => return Err(StoreError::Corrupt(format!("unknown pragma {name}"))),
         };
-        let row = sqlx::query(sql).fetch_one(&self.pool).await?;
-        Ok(row
-            .try_get::<String, _>(0)
-            .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))?)
+        let conn = self.reader.lock().await;
+        Ok(conn.query_row(sql, [], |r| {
+            let v: rusqlite::types::Value = r.get(0)?;
+            Ok(match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+        })?)
     }
+
+    async fn write<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.writer.lock().await.write(durability, f)
+    }
+
+    async fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&*self.reader.lock().await)
+    }
+}
+
+fn migrate(w: &mut Writer) -> Result<()> {
+    w.write(Durability::Full, |c| {
+        c.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
+        let current: i64 = c
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .map(|v| v.parse().unwrap_or(0))
+            .unwrap_or(0);
+        if current as usize > MIGRATIONS.len() {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {current} is newer than this touchpilot ({}); upgrade touchpilot",
+                MIGRATIONS.len()
+            )));
+        }
+        for sql in &MIGRATIONS[current as usize..] {
+            c.execute_batch(sql)?;
+        }
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [MIGRATIONS.len().to_string()],
+        )?;
+        Ok(())
+    })
+}
+
+/// Rows of `sql` with `params`, each read by `f`.
+fn rows<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(f(r)?);
+    }
+    Ok(out)
+}
+
+fn json_text(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn set_meta(c: &Connection, key: &str, value: &str) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
 }
 
 impl Store for SqliteStore {
     async fn ingest(&self, events: &[Event], received: Timestamp) -> Result<Ingested> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let out = ingest_in(&mut tx, events, received).await?;
-        tx.commit().await?;
-        Ok(out)
+        self.write(Durability::Full, |c| ingest_in(c, events, received))
+            .await
     }
 
     async fn ingest_many(
@@ -213,35 +335,34 @@ impl Store for SqliteStore {
         batches: &[Vec<Event>],
         received: Timestamp,
     ) -> Result<Vec<Ingested>> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut out = Vec::with_capacity(batches.len());
-        for b in batches {
-            out.push(ingest_in(&mut tx, b, received).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.write(Durability::Full, |c| {
+            batches.iter().map(|b| ingest_in(c, b, received)).collect()
+        })
+        .await
     }
 
     async fn pending_events(&self, limit: i64) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(
-            "SELECT seq, id, account, type, at, data FROM events WHERE applied = 0 ORDER BY at, seq LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::stored_event).collect()
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT seq, id, account, type, at, data FROM events WHERE applied = 0 ORDER BY at, seq LIMIT ?1",
+                [limit],
+                |r| decode::stored_event(r),
+            )
+        })
+        .await
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<Loaded>> {
-        let Some(row) = sqlx::query("SELECT state, version FROM accounts WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        decode::loaded(&row, id).map(Some)
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT state, version FROM accounts WHERE id = ?1")?;
+            let mut rows = stmt.query([id])?;
+            match rows.next()? {
+                Some(r) => decode::loaded(r, id).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     async fn commit_step(&self, step: &Step) -> Result<()> {
@@ -250,30 +371,54 @@ impl Store for SqliteStore {
 
     async fn commit_steps(&self, steps: &[Step]) -> Result<()> {
         let now = micros(Timestamp::now());
-        let _writing = self.writer.lock().await;
-        let mut tx = self.progress.begin_with("BEGIN IMMEDIATE").await?;
-        for step in steps {
-            // An error drops the transaction, which rolls it back: all or nothing.
-            step_in(&mut tx, step, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(Durability::Normal, |c| {
+            steps
+                .iter()
+                .try_for_each(|step| step_in(c, step, now, None).map(drop))
+        })
+        .await
+    }
+
+    async fn commit_steps_claiming(
+        &self,
+        steps: &[Step],
+        now: Timestamp,
+        lease: SignedDuration,
+    ) -> Result<Vec<Claimed>> {
+        let until = micros(now.checked_add(lease).unwrap_or(Timestamp::MAX));
+        let now = micros(now);
+        let claimed = self
+            .write(Durability::Normal, |c| {
+                let mut claimed = Vec::new();
+                for step in steps {
+                    claimed.extend(step_in(c, step, now, Some(until))?);
+                }
+                Ok(claimed)
+            })
+            .await?;
+        Ok(decode::in_due_order(claimed))
     }
 
     async fn due_accounts(&self, now: Timestamp, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM accounts WHERE next_due IS NOT NULL AND next_due <= ? ORDER BY next_due LIMIT ?")
-            .bind(micros(now))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| r.get("id")).collect())
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT id FROM accounts WHERE next_due IS NOT NULL AND next_due <= ?1 ORDER BY next_due LIMIT ?2",
+                [micros(now), limit],
+                |r| Ok(r.get(0)?),
+            )
+        })
+        .await
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>> {
-        let row = sqlx::query("SELECT MIN(next_due) FROM accounts")
-            .fetch_one(&self.pool)
-            .await?;
-        row.get::<Option<i64>, _>(0).map(instant).transpose()
+        self.read(|c| {
+            let min: Option<i64> = c
+                .prepare_cached("SELECT MIN(next_due) FROM accounts")?
+                .query_row([], |r| r.get(0))?;
+            min.map(instant).transpose()
+        })
+        .await
     }
 
     async fn claim(
@@ -283,27 +428,25 @@ impl Store for SqliteStore {
         lease: SignedDuration,
         limit: i64,
     ) -> Result<Vec<Claimed>> {
-        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let kinds = json_text(&kinds)?;
         let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
-        let _writing = self.writer.lock().await;
-        let mut tx = self.progress.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
-            "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
-             WHERE id IN (
-                 SELECT id FROM outbox
-                 WHERE ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
-                   AND kind IN (SELECT value FROM json_each(?4))
-                 ORDER BY next_attempt, key LIMIT ?3)
-             RETURNING id, token, key, account, kind, payload, attempts, next_attempt",
-        )
-        .bind(micros(until))
-        .bind(micros(now))
-        .bind(limit)
-        .bind(kinds)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        decode::claimed(&rows)
+        let claimed = self
+            .write(Durability::Normal, |c| {
+                rows(
+                    c,
+                    "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
+                     WHERE id IN (
+                         SELECT id FROM outbox
+                         WHERE ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
+                           AND kind IN (SELECT value FROM json_each(?4))
+                         ORDER BY next_attempt, key LIMIT ?3)
+                     RETURNING id, token, key, account, kind, payload, attempts, next_attempt",
+                    params![micros(until), micros(now), limit, kinds],
+                    |r| decode::claimed_row(r),
+                )
+            })
+            .await?;
+        Ok(decode::in_due_order(claimed))
     }
 
     async fn finish(
@@ -327,124 +470,106 @@ impl Store for SqliteStore {
         if done.is_empty() {
             return Ok(Vec::new());
         }
-        // One UPDATE for the whole batch, fenced row by row by its token.
-        let rows: Vec<serde_json::Value> = done
-            .iter()
-            .map(|(id, token, outcome)| {
+        let now = micros(now);
+        self.write(Durability::Normal, |c| {
+            // No `RETURNING` here: SQLite builds an ephemeral table (with a
+            // pager of its own) for each statement that returns rows, which
+            // cost more than the update.
+            let mut end = c.prepare_cached(
+                "UPDATE outbox SET state = ?3, next_attempt = COALESCE(?4, next_attempt),
+                     last_error = COALESCE(?5, last_error), attempts = attempts - ?6,
+                     lease_until = NULL, updated = ?7
+                 WHERE id = ?1 AND token = ?2 AND state = 'sending'",
+            )?;
+            // A sent email counts toward its address's cap, in the same
+            // commit (already, when its send was reserved: one row per
+            // outbox id); any other end gives a reservation back.
+            let mut count = c.prepare_cached(
+                "INSERT INTO sends (address, at, outbox_id)
+                 SELECT lower(json_extract(payload, '$.to')), ?2, id FROM outbox
+                 WHERE id = ?1 AND kind = 'email' AND json_extract(payload, '$.to') IS NOT NULL
+                 ON CONFLICT (outbox_id) DO NOTHING",
+            )?;
+            let mut give_back = c.prepare_cached("DELETE FROM sends WHERE outbox_id = ?1")?;
+            let mut ended = Vec::with_capacity(done.len());
+            for (id, token, outcome) in done {
                 let (state, next, error) = super::finish_columns(outcome);
-                serde_json::json!([
+                let uncount = i64::from(*outcome == Outcome::Released);
+                let changed = end.execute(params![
                     id,
                     token,
                     state.as_str(),
                     next.map(micros),
                     error,
-                    i64::from(*outcome == Outcome::Released)
-                ])
-            })
-            .collect();
-        let _writing = self.writer.lock().await;
-        let mut tx = self.progress.begin_with("BEGIN IMMEDIATE").await?;
-        let ended = sqlx::query(
-            "UPDATE outbox SET state = j.state, next_attempt = COALESCE(j.next, next_attempt),
-                 last_error = COALESCE(j.error, last_error), attempts = attempts - j.uncount,
-                 lease_until = NULL, updated = ?2
-             FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
-                          json_extract(value, '$[2]') AS state, json_extract(value, '$[3]') AS next,
-                          json_extract(value, '$[4]') AS error, json_extract(value, '$[5]') AS uncount
-                   FROM json_each(?1)) AS j
-             WHERE outbox.id = j.id AND outbox.token = j.token AND outbox.state = 'sending'
-             RETURNING outbox.id,
-                 CASE WHEN outbox.kind = 'email' AND outbox.state = 'sent'
-                      THEN lower(json_extract(outbox.payload, '$.to')) END AS address",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(micros(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        // A sent email counts toward its address's cap, in the same commit
-        // (already, when its send was reserved: one row per outbox id).
-        let sent: Vec<serde_json::Value> = ended
-            .iter()
-            .filter_map(|r| {
-                r.get::<Option<String>, _>("address")
-                    .map(|a| serde_json::json!([a, r.get::<String, _>("id")]))
-            })
-            .collect();
-        if !sent.is_empty() {
-            sqlx::query(
-                "INSERT INTO sends (address, at, outbox_id)
-                 SELECT json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]')
-                 FROM json_each(?1) WHERE true
-                 ON CONFLICT (outbox_id) DO NOTHING",
-            )
-            .bind(serde_json::Value::Array(sent).to_string())
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await?;
-        }
-        let ended: std::collections::HashSet<String> =
-            ended.iter().map(|r| r.get::<String, _>("id")).collect();
-        // Any other end gives a reservation back.
-        let unsent: Vec<&str> = done
-            .iter()
-            .filter(|(id, _, outcome)| *outcome != Outcome::Sent && ended.contains(id))
-            .map(|(id, ..)| id.as_str())
-            .collect();
-        if !unsent.is_empty() {
-            sqlx::query("DELETE FROM sends WHERE outbox_id IN (SELECT value FROM json_each(?))")
-                .bind(serde_json::to_string(&unsent).expect("strings serialize"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(done.iter().map(|(id, ..)| ended.contains(id)).collect())
+                    uncount,
+                    now
+                ])?;
+                ended.push(changed == 1);
+                if changed == 1 {
+                    if *outcome == Outcome::Sent {
+                        count.execute(params![id, now])?;
+                    } else {
+                        give_back.execute([id])?;
+                    }
+                }
+            }
+            Ok(ended)
+        })
+        .await
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
-        let row = sqlx::query("SELECT state FROM outbox WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            let s: String = r.get(0);
-            OutboxState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("outbox state `{s}`")))
+        self.read(|c| {
+            let state: Option<String> = c
+                .prepare_cached("SELECT state FROM outbox WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            state
+                .map(|s| {
+                    OutboxState::parse(&s)
+                        .ok_or_else(|| StoreError::Corrupt(format!("outbox state `{s}`")))
+                })
+                .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn list_outbox(&self, limit: i64) -> Result<Vec<super::OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT key, account, kind, payload, at, state, attempts, last_error FROM outbox ORDER BY at, key LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::outbox_row).collect()
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT key, account, kind, payload, at, state, attempts, last_error FROM outbox ORDER BY at, key LIMIT ?1",
+                [limit],
+                |r| decode::outbox_row(r),
+            )
+        })
+        .await
     }
 
     async fn set_aside(&self, seqs: &[i64]) -> Result<()> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for seq in seqs {
-            sqlx::query("UPDATE events SET applied = 2 WHERE seq = ? AND applied = 0")
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write(Durability::Full, |c| {
+            let mut stmt =
+                c.prepare_cached("UPDATE events SET applied = 2 WHERE seq = ?1 AND applied = 0")?;
+            for seq in seqs {
+                stmt.execute([seq])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn next_outbox_at(&self, kinds: &[&str]) -> Result<Option<Timestamp>> {
-        let kinds = serde_json::to_string(kinds).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let row = sqlx::query(
-            "SELECT MIN(CASE WHEN state = 'pending' THEN next_attempt ELSE lease_until END) FROM outbox
-             WHERE state IN ('pending', 'sending') AND kind IN (SELECT value FROM json_each(?))",
-        )
-        .bind(kinds)
-        .fetch_one(&self.pool)
-        .await?;
-        row.get::<Option<i64>, _>(0).map(instant).transpose()
+        let kinds = json_text(&kinds)?;
+        self.read(|c| {
+            let min: Option<i64> = c
+                .prepare_cached(
+                    "SELECT MIN(CASE WHEN state = 'pending' THEN next_attempt ELSE lease_until END) FROM outbox
+                     WHERE state IN ('pending', 'sending') AND kind IN (SELECT value FROM json_each(?1))",
+                )?
+                .query_row([kinds], |r| r.get(0))?;
+            min.map(instant).transpose()
+        })
+        .await
     }
 
     async fn secret(&self) -> Result<Vec<u8>> {
@@ -453,62 +578,61 @@ impl Store for SqliteStore {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&fresh)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT value FROM meta WHERE key = 'secret'")
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(row.get::<String, _>(0).into_bytes())
+        self.write(Durability::Full, |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('secret', ?1) ON CONFLICT (key) DO NOTHING",
+                [&fresh],
+            )?;
+            let secret: String =
+                c.query_row("SELECT value FROM meta WHERE key = 'secret'", [], |r| {
+                    r.get(0)
+                })?;
+            Ok(secret.into_bytes())
+        })
+        .await
     }
 
     // Cursors live in `meta` under `cursor:NAME`: one small row per
     // source, no table of their own.
     async fn cursor(&self, source: &str) -> Result<Option<Value>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
-            .bind(format!("cursor:{source}"))
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            serde_json::from_str(&r.get::<String, _>(0))
-                .map_err(|e| StoreError::Corrupt(format!("cursor of `{source}`: {e}")))
+        self.read(|c| {
+            let text: Option<String> = c
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([format!("cursor:{source}")], |r| r.get(0))
+                .optional()?;
+            text.map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Corrupt(format!("cursor of `{source}`: {e}")))
+            })
+            .transpose()
         })
-        .transpose()
+        .await
     }
 
     async fn set_cursor(&self, source: &str, cursor: &Value) -> Result<()> {
-        let _writing = self.writer.lock().await;
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(format!("cursor:{source}"))
-            .bind(cursor.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Durability::Full, |c| {
+            set_meta(c, &format!("cursor:{source}"), &cursor.to_string())
+        })
+        .await
     }
 
     async fn suppress(&self, address: &str, source: &str, at: Timestamp) -> Result<()> {
-        let _writing = self.writer.lock().await;
-        sqlx::query("INSERT INTO suppressions (address, source, at) VALUES (?, ?, ?) ON CONFLICT (address) DO NOTHING")
-            .bind(address.to_ascii_lowercase())
-            .bind(source)
-            .bind(micros(at))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Durability::Full, |c| {
+            c.prepare_cached("INSERT INTO suppressions (address, source, at) VALUES (?1, ?2, ?3) ON CONFLICT (address) DO NOTHING")?
+                .execute(params![address.to_ascii_lowercase(), source, micros(at)])?;
+            Ok(())
+        })
+        .await
     }
 
     async fn is_suppressed(&self, address: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM suppressions WHERE address = ?")
-            .bind(address.to_ascii_lowercase())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM suppressions WHERE address = ?1")?
+                    .exists([address.to_ascii_lowercase()])?,
+            )
+        })
+        .await
     }
 
     async fn reserve_send(
@@ -519,135 +643,109 @@ impl Store for SqliteStore {
         max: i64,
         at: Timestamp,
     ) -> Result<bool> {
-        // One writer at a time: the count and the reservation cannot interleave.
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let address = address.to_ascii_lowercase();
-        let counted: i64 = sqlx::query(
-            "SELECT COUNT(*) FROM sends WHERE address = ? AND at > ? AND outbox_id IS NOT ?",
-        )
-        .bind(&address)
-        .bind(micros(since))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
-        if counted >= max {
-            // Ends the transaction (and its lock) now, not when the
-            // connection is next used.
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES (?, ?, ?) ON CONFLICT (outbox_id) DO NOTHING")
-            .bind(&address)
-            .bind(micros(at))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        // One write transaction: the count and the reservation cannot
+        // interleave with another's.
+        self.write(Durability::Normal, |c| {
+            let counted: i64 = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM sends WHERE address = ?1 AND at > ?2 AND outbox_id IS NOT ?3",
+                )?
+                .query_row(params![address, micros(since), id], |r| r.get(0))?;
+            if counted >= max {
+                return Ok(false);
+            }
+            c.prepare_cached("INSERT INTO sends (address, at, outbox_id) VALUES (?1, ?2, ?3) ON CONFLICT (outbox_id) DO NOTHING")?
+                .execute(params![address, micros(at), id])?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn sends_since(&self, address: &str, since: Timestamp) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) FROM sends WHERE address = ? AND at > ?")
-            .bind(address.to_ascii_lowercase())
-            .bind(micros(since))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.get(0))
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT COUNT(*) FROM sends WHERE address = ?1 AND at > ?2")?
+                    .query_row(params![address.to_ascii_lowercase(), micros(since)], |r| {
+                        r.get(0)
+                    })?,
+            )
+        })
+        .await
     }
 
     async fn maintain(&self, now: Timestamp, before: Timestamp) -> Result<Maintained> {
         // One process per SQLite file: the write lock is the maintenance lock.
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rescued = sqlx::query(
-            "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
-             WHERE state = 'sending' AND lease_until <= ?1",
-        )
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // The same bounded batch is counted, then deleted, in one transaction.
-        let done = "SELECT id FROM outbox WHERE state IN ('sent', 'dead', 'suppressed', 'missed') AND updated < ?1 ORDER BY updated, id LIMIT ?2";
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO outbox_daily (day, kind, state, count)
-             SELECT updated / 86400000000, kind, state, COUNT(*) FROM outbox WHERE id IN ({done})
-             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-             ON CONFLICT (day, kind, state) DO UPDATE SET count = count + excluded.count"
-        )))
-        .bind(micros(before))
-        .bind(COMPACT_BATCH)
-        .execute(&mut *tx)
-        .await?;
-        let outbox = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM outbox WHERE id IN ({done})"
-        )))
-        .bind(micros(before))
-        .bind(COMPACT_BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let applied = "SELECT seq FROM events WHERE applied <> 0 AND received < ?1 ORDER BY received, seq LIMIT ?2";
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO events_daily (day, type, count)
-             SELECT at / 86400000000, type, COUNT(*) FROM events WHERE seq IN ({applied})
-             GROUP BY 1, 2 ORDER BY 1, 2
-             ON CONFLICT (day, type) DO UPDATE SET count = count + excluded.count"
-        )))
-        .bind(micros(before))
-        .bind(COMPACT_BATCH)
-        .execute(&mut *tx)
-        .await?;
-        let events = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM events WHERE seq IN ({applied})"
-        )))
-        .bind(micros(before))
-        .bind(COMPACT_BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let sends = sqlx::query(
-            "DELETE FROM sends WHERE rowid IN (SELECT rowid FROM sends WHERE at < ? LIMIT ?)",
-        )
-        .bind(micros(before))
-        .bind(COMPACT_BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let traces = sqlx::query(
-            "DELETE FROM trace WHERE seq IN (SELECT seq FROM trace WHERE at < ? ORDER BY seq LIMIT ?)",
-        )
-        .bind(micros(before))
-        .bind(COMPACT_BATCH)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        let full = COMPACT_BATCH as u64;
-        Ok(Maintained {
-            ran: true,
-            rescued: rescued as usize,
-            outbox_compacted: outbox as usize,
-            events_compacted: events as usize,
-            sends_pruned: sends as usize,
-            traces_pruned: traces as usize,
-            more: outbox >= full || events >= full || sends >= full || traces >= full,
+        let (now, before) = (micros(now), micros(before));
+        self.write(Durability::Full, |c| {
+            let rescued = c.execute(
+                "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
+                 WHERE state = 'sending' AND lease_until <= ?1",
+                [now],
+            )?;
+            // The same bounded batch is counted, then deleted, in one transaction.
+            let done = "SELECT id FROM outbox WHERE state IN ('sent', 'dead', 'suppressed', 'missed') AND updated < ?1 ORDER BY updated, id LIMIT ?2";
+            c.execute(
+                &format!(
+                    "INSERT INTO outbox_daily (day, kind, state, count)
+                     SELECT updated / 86400000000, kind, state, COUNT(*) FROM outbox WHERE id IN ({done})
+                     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                     ON CONFLICT (day, kind, state) DO UPDATE SET count = count + excluded.count"
+                ),
+                [before, COMPACT_BATCH],
+            )?;
+            let outbox = c.execute(
+                &format!("DELETE FROM outbox WHERE id IN ({done})"),
+                [before, COMPACT_BATCH],
+            )?;
+            let applied = "SELECT seq FROM events WHERE applied <> 0 AND received < ?1 ORDER BY received, seq LIMIT ?2";
+            c.execute(
+                &format!(
+                    "INSERT INTO events_daily (day, type, count)
+                     SELECT at / 86400000000, type, COUNT(*) FROM events WHERE seq IN ({applied})
+                     GROUP BY 1, 2 ORDER BY 1, 2
+                     ON CONFLICT (day, type) DO UPDATE SET count = count + excluded.count"
+                ),
+                [before, COMPACT_BATCH],
+            )?;
+            let events = c.execute(
+                &format!("DELETE FROM events WHERE seq IN ({applied})"),
+                [before, COMPACT_BATCH],
+            )?;
+            let sends = c.execute(
+                "DELETE FROM sends WHERE rowid IN (SELECT rowid FROM sends WHERE at < ?1 LIMIT ?2)",
+                [before, COMPACT_BATCH],
+            )?;
+            let traces = c.execute(
+                "DELETE FROM trace WHERE seq IN (SELECT seq FROM trace WHERE at < ?1 ORDER BY seq LIMIT ?2)",
+                [before, COMPACT_BATCH],
+            )?;
+            let full = COMPACT_BATCH as usize;
+            Ok(Maintained {
+                ran: true,
+                rescued,
+                outbox_compacted: outbox,
+                events_compacted: events,
+                sends_pruned: sends,
+                traces_pruned: traces,
+                more: outbox >= full || events >= full || sends >= full || traces >= full,
+            })
         })
+        .await
     }
 
     async fn daily_counts(&self) -> Result<Vec<DayCount>> {
-        let rows = sqlx::query(
-            "SELECT 'outbox' AS what, day, kind || '/' || state AS name, count FROM outbox_daily
-             UNION ALL SELECT 'events', day, type, count FROM events_daily
-             ORDER BY what, day, name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| super::day_count(r.get("what"), r.get("day"), r.get("name"), r.get("count")))
-            .collect()
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT 'outbox' AS what, day, kind || '/' || state AS name, count FROM outbox_daily
+                 UNION ALL SELECT 'events', day, type, count FROM events_daily
+                 ORDER BY what, day, name",
+                [],
+                |r| super::day_count(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+            )
+        })
+        .await
     }
 
     async fn ingest_at_cursor(
@@ -657,283 +755,279 @@ impl Store for SqliteStore {
         source: &str,
         cursor: &Value,
     ) -> Result<Ingested> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let out = ingest_in(&mut tx, events, received).await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(format!("cursor:{source}"))
-            .bind(cursor.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(out)
+        self.write(Durability::Full, |c| {
+            let out = ingest_in(c, events, received)?;
+            set_meta(c, &format!("cursor:{source}"), &cursor.to_string())?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn durable(&self) -> Result<()> {
         // A FULL commit syncs the WAL, and with it every frame before it.
-        let _writing = self.writer.lock().await;
-        sqlx::query("INSERT INTO meta (key, value) VALUES ('synced', '1') ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Durability::Full, |c| set_meta(c, "synced", "1"))
+            .await
     }
 
     async fn missing_accounts(&self, ids: &[&str]) -> Result<Vec<String>> {
-        let list = serde_json::to_string(ids).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let rows = sqlx::query(
-            "SELECT DISTINCT j.value FROM json_each(?) j WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = j.value)",
-        )
-        .bind(list)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?;
+            let mut missing: Vec<String> = Vec::new();
+            for id in ids {
+                if !missing.iter().any(|m| m == id) && !stmt.exists([id])? {
+                    missing.push(id.to_string());
+                }
+            }
+            Ok(missing)
+        })
+        .await
     }
 
     async fn account_ids(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM accounts WHERE id > ? ORDER BY id LIMIT ?")
-            .bind(after.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT id FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2",
+                params![after.unwrap_or(""), limit],
+                |r| Ok(r.get(0)?),
+            )
+        })
+        .await
     }
 
     async fn disable_endpoint(&self, name: &str, reason: &str, at: Timestamp) -> Result<()> {
-        let _writing = self.writer.lock().await;
-        sqlx::query("INSERT INTO disabled_endpoints (name, reason, at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(reason)
-            .bind(micros(at))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(Durability::Full, |c| {
+            c.execute(
+                "INSERT INTO disabled_endpoints (name, reason, at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+                params![name, reason, micros(at)],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     async fn enable_endpoint(&self, name: &str) -> Result<bool> {
-        let _writing = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM disabled_endpoints WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.write(Durability::Full, |c| {
+            Ok(c.execute("DELETE FROM disabled_endpoints WHERE name = ?1", [name])? == 1)
+        })
+        .await
     }
 
     async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>> {
-        let rows = sqlx::query("SELECT name, reason, at FROM disabled_endpoints ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(decode::disabled_endpoint).collect()
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT name, reason, at FROM disabled_endpoints ORDER BY name",
+                [],
+                |r| decode::disabled_endpoint(r),
+            )
+        })
+        .await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats> {
-        let mut st = Stats::default();
-        for r in sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            st.count(&r.get::<String, _>(0), r.get(1));
-        }
-        let r = sqlx::query("SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await?;
-        st.oldest_pending = r.get::<Option<i64>, _>(0).map(instant).transpose()?;
-        let r = sqlx::query(
-            "SELECT COUNT(*), COUNT(CASE WHEN next_due <= ? THEN 1 END), MIN(next_due) FROM accounts",
-        )
-        .bind(micros(now))
-        .fetch_one(&self.pool)
-        .await?;
-        st.accounts = r.get(0);
-        st.due_accounts = r.get(1);
-        st.next_due = r.get::<Option<i64>, _>(2).map(instant).transpose()?;
-        let r = sqlx::query("SELECT COUNT(*) FROM events WHERE applied = 0")
-            .fetch_one(&self.pool)
-            .await?;
-        st.events_pending = r.get(0);
-        Ok(st)
+        self.read(|c| {
+            let mut st = Stats::default();
+            for (state, n) in rows(
+                c,
+                "SELECT state, COUNT(*) FROM outbox GROUP BY state",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )? {
+                st.count(&state, n);
+            }
+            let oldest: Option<i64> = c.query_row(
+                "SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            st.oldest_pending = oldest.map(instant).transpose()?;
+            let (accounts, due, next): (i64, i64, Option<i64>) = c.query_row(
+                "SELECT COUNT(*), COUNT(CASE WHEN next_due <= ?1 THEN 1 END), MIN(next_due) FROM accounts",
+                [micros(now)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            st.accounts = accounts;
+            st.due_accounts = due;
+            st.next_due = next.map(instant).transpose()?;
+            st.events_pending =
+                c.query_row("SELECT COUNT(*) FROM events WHERE applied = 0", [], |r| {
+                    r.get(0)
+                })?;
+            Ok(st)
+        })
+        .await
     }
 
     async fn list_state(&self, state: OutboxState, limit: i64) -> Result<Vec<Listed>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{} WHERE state = ? ORDER BY updated DESC, id LIMIT ?",
-            decode::LISTED
-        )))
-        .bind(state.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::listed).collect()
+        self.read(|c| {
+            rows(
+                c,
+                &format!(
+                    "{} WHERE state = ?1 ORDER BY updated DESC, id LIMIT ?2",
+                    decode::LISTED
+                ),
+                params![state.as_str(), limit],
+                |r| decode::listed(r),
+            )
+        })
+        .await
     }
 
     async fn account_outbox(&self, account: &str, limit: i64) -> Result<Vec<Listed>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{} WHERE account = ? ORDER BY at, key LIMIT ?",
-            decode::LISTED
-        )))
-        .bind(account)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::listed).collect()
+        self.read(|c| {
+            rows(
+                c,
+                &format!(
+                    "{} WHERE account = ?1 ORDER BY at, key LIMIT ?2",
+                    decode::LISTED
+                ),
+                params![account, limit],
+                |r| decode::listed(r),
+            )
+        })
+        .await
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<bool> {
-        let _writing = self.writer.lock().await;
-        let done = sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = ?, last_error = NULL, updated = ? WHERE id = ? AND state = 'dead'",
-        )
-        .bind(micros(now))
-        .bind(micros(now))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.write(Durability::Full, |c| {
+            Ok(c.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt = ?1, last_error = NULL, updated = ?1 WHERE id = ?2 AND state = 'dead'",
+                params![micros(now), id],
+            )? == 1)
+        })
+        .await
     }
 
     async fn trace(&self, account: &str, limit: i64) -> Result<Vec<TraceEntry>> {
-        let rows = sqlx::query(
-            "SELECT at, kind, detail FROM (SELECT seq, at, kind, detail FROM trace WHERE account = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-        )
-        .bind(account)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode::trace_entry).collect()
+        self.read(|c| {
+            rows(
+                c,
+                "SELECT at, kind, detail FROM (SELECT seq, at, kind, detail FROM trace WHERE account = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
+                params![account, limit],
+                |r| decode::trace_entry(r),
+            )
+        })
+        .await
     }
 }
 
-/// Events in one statement: one round trip to SQLite's thread, however
-/// many events (a statement per event was most of the cost of a batch).
-async fn ingest_in(
-    c: &mut SqliteConnection,
-    events: &[Event],
-    received: Timestamp,
-) -> Result<Ingested> {
-    if events.is_empty() {
-        return Ok(Ingested {
-            accepted: 0,
-            duplicates: 0,
-        });
+/// Events in arrival order (`seq` keeps it); one with an id accepted
+/// before is a duplicate.
+fn ingest_in(c: &Connection, events: &[Event], received: Timestamp) -> Result<Ingested> {
+    let mut insert = c.prepare_cached(
+        "INSERT INTO events (id, account, type, at, received, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO NOTHING",
+    )?;
+    let received = micros(received);
+    let mut accepted = 0;
+    for e in events {
+        accepted += insert.execute(params![
+            e.id,
+            e.account,
+            e.kind,
+            e.at.map(micros).unwrap_or(received),
+            received,
+            json_text(&e.data)?,
+        ])?;
     }
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!([
-                e.id,
-                e.account,
-                e.kind,
-                micros(e.at.unwrap_or(received)),
-                e.data
-            ])
-        })
-        .collect();
-    // Array order is arrival order: `seq` keeps it.
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, account, type, at, received, data)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                json_extract(value, '$[3]'), ?2, json_extract(value, '$[4]')
-         FROM json_each(?1) WHERE true ORDER BY key
-         ON CONFLICT (id) DO NOTHING RETURNING seq",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .bind(micros(received))
-    .fetch_all(&mut *c)
-    .await?
-    .len();
     Ok(Ingested {
-        accepted: inserted,
-        duplicates: events.len() - inserted,
+        accepted,
+        duplicates: events.len() - accepted,
     })
 }
 
-async fn step_in(c: &mut SqliteConnection, step: &Step, now: i64) -> Result<()> {
-    let id = step.state.id().to_string();
-    let state =
-        serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let next_due = step.next_due.map(micros);
+/// Writes one step. With `claim_until`, its new outbox rows already due
+/// at `now` are written claimed (`sending` under a lease until then, token
+/// 1, first attempt) and returned with their due time.
+fn step_in(
+    c: &Connection,
+    step: &Step,
+    now: i64,
+    claim_until: Option<i64>,
+) -> Result<Vec<(i64, Claimed)>> {
+    let id = step.state.id();
     // The events first: one another writer applied makes this step stale
     // whatever the account's version says.
+    let mut mark =
+        c.prepare_cached("UPDATE events SET applied = 1 WHERE seq = ?1 AND applied = 0")?;
     for seq in &step.applied {
-        let marked = sqlx::query("UPDATE events SET applied = 1 WHERE seq = ? AND applied = 0")
-            .bind(seq)
-            .execute(&mut *c)
-            .await?
-            .rows_affected();
-        if marked != 1 {
-            return Err(StoreError::AlreadyApplied(id));
+        if mark.execute([seq])? != 1 {
+            return Err(StoreError::AlreadyApplied(id.to_string()));
         }
     }
+    let state = json_text(&step.state)?;
+    let next_due = step.next_due.map(micros);
     let written = match step.expected_version {
-        Some(v) => sqlx::query("UPDATE accounts SET state = ?, version = version + 1, next_due = ? WHERE id = ? AND version = ?")
-            .bind(&state)
-            .bind(next_due)
-            .bind(&id)
-            .bind(v)
-            .execute(&mut *c)
-            .await?
-            .rows_affected(),
-        None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES (?, ?, 1, ?) ON CONFLICT (id) DO NOTHING")
-            .bind(&id)
-            .bind(&state)
-            .bind(next_due)
-            .execute(&mut *c)
-            .await?
-            .rows_affected(),
+        Some(v) => c
+            .prepare_cached(
+                "UPDATE accounts SET state = ?1, version = version + 1, next_due = ?2 WHERE id = ?3 AND version = ?4",
+            )?
+            .execute(params![state, next_due, id, v])?,
+        None => c
+            .prepare_cached(
+                "INSERT INTO accounts (id, state, version, next_due) VALUES (?1, ?2, 1, ?3) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![id, state, next_due])?,
     };
     if written != 1 {
-        return Err(StoreError::Conflict(id));
+        return Err(StoreError::Conflict(id.to_string()));
     }
-    // Outbox rows and trace entries: a statement each (the applied events
-    // were marked first, above).
+    let mut claimed = Vec::new();
     if !step.outbox.is_empty() {
-        let rows: Vec<serde_json::Value> = step
-            .outbox
-            .iter()
-            .map(|o| {
-                serde_json::json!([
-                    uuid::Uuid::now_v7().to_string(),
-                    o.key,
-                    o.account,
-                    o.kind,
-                    o.payload,
-                    micros(o.at),
-                    if o.failure.is_some() {
-                        "dead"
-                    } else {
-                        "pending"
-                    },
-                    o.failure
-                ])
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
-                    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                    json_extract(value, '$[6]'), json_extract(value, '$[5]'), json_extract(value, '$[7]'), ?2
-             FROM json_each(?1) WHERE true ORDER BY key
+        let mut insert = c.prepare_cached(
+            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated,
+                                 lease_until, token, attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6, ?8, ?9, ?10, ?11, ?11)
              ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
+        )?;
+        for o in &step.outbox {
+            let at = micros(o.at);
+            let lease = claim_until.filter(|_| o.failure.is_none() && at <= now);
+            let state = match (&o.failure, lease) {
+                (Some(_), _) => "dead",
+                (None, Some(_)) => "sending",
+                (None, None) => "pending",
+            };
+            let row_id = uuid::Uuid::now_v7().to_string();
+            let token = i64::from(lease.is_some());
+            let inserted = insert.execute(params![
+                row_id,
+                o.key,
+                o.account,
+                o.kind,
+                json_text(&o.payload)?,
+                at,
+                state,
+                o.failure,
+                now,
+                lease,
+                token,
+            ])?;
+            // A key written before (the step computed again) is not new.
+            if inserted == 1 && lease.is_some() {
+                claimed.push((
+                    at,
+                    Claimed {
+                        id: row_id,
+                        token,
+                        key: o.key.clone(),
+                        account: o.account.clone(),
+                        kind: o.kind.clone(),
+                        payload: o.payload.clone(),
+                        attempts: 1,
+                    },
+                ));
+            }
+        }
     }
     if !step.trace.is_empty() {
-        let rows: Vec<serde_json::Value> = step
-            .trace
-            .iter()
-            .map(|t| serde_json::json!([micros(t.at), t.kind, t.detail]))
-            .collect();
-        sqlx::query(
-            "INSERT INTO trace (account, at, kind, detail)
-             SELECT ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-             FROM json_each(?1) ORDER BY key",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(&id)
-        .execute(&mut *c)
-        .await?;
+        let mut insert = c.prepare_cached(
+            "INSERT INTO trace (account, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for t in &step.trace {
+            insert.execute(params![id, micros(t.at), t.kind, json_text(&t.detail)?])?;
+        }
     }
-    Ok(())
+    Ok(claimed)
 }

@@ -704,12 +704,13 @@ async fn a_newer_schema_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(&dir).await);
     let url = format!("sqlite:{}", dir.path().join("touchpilot.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-        .execute(&pool)
-        .await
+    rusqlite::Connection::open(dir.path().join("touchpilot.db"))
+        .unwrap()
+        .execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
         .unwrap();
-    pool.close().await;
     let err = SqliteStore::open(&url).await.err().expect("refused");
     assert!(
         err.to_string().contains("schema version 99 is newer"),
