@@ -40,10 +40,10 @@ const MAX_SLEEP: SignedDuration = SignedDuration::from_secs(60);
 /// How often the file source looks for new lines.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Engine steps and deliveries handled per commit.
-const BATCH: i64 = 1000;
+const BATCH: i64 = 256;
 const DELIVERY_BATCH: i64 = 256;
 /// Batches of handed claims that may wait for the worker.
-const HANDOFF_BATCHES: usize = 8;
+const HANDOFF_BATCHES: usize = 2;
 /// Under a steady stream of handed claims, how long the worker may go
 /// without also claiming what fell due otherwise (retries, leases).
 const DUE_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -693,18 +693,22 @@ async fn worker_loop<S: Store + 'static>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut last_due = std::time::Instant::now();
+    // Handed claims not yet delivered: a step can hand over more than a
+    // batch, and a batch holds the writer only as long as a claim's would.
+    let mut waiting: std::collections::VecDeque<crate::store::Claimed> = Default::default();
     loop {
         let current = worker.read().unwrap_or_else(|e| e.into_inner()).clone();
         let stop = || shutdown.is_cancelled();
         // First what the engine claimed for us as it created it (handed
         // back untried when stopping), then what fell due otherwise.
-        let mut claims = Vec::new();
-        while claims.len() < DELIVERY_BATCH as usize {
+        while waiting.len() < DELIVERY_BATCH as usize {
             match handed.try_recv() {
-                Ok(c) => claims.extend(c),
+                Ok(c) => waiting.extend(c),
                 Err(_) => break,
             }
         }
+        let take = waiting.len().min(DELIVERY_BATCH as usize);
+        let claims: Vec<_> = waiting.drain(..take).collect();
         let was_handed = !claims.is_empty();
         let mut full = false;
         if was_handed {
@@ -728,13 +732,15 @@ async fn worker_loop<S: Store + 'static>(
         if shutdown.is_cancelled() {
             handed.close();
             while let Ok(c) = handed.try_recv() {
-                report(
-                    &counters,
-                    current
-                        .deliver(&runner.store, c, Timestamp::now(), &stop)
-                        .await,
-                );
+                waiting.extend(c);
             }
+            let rest: Vec<_> = waiting.drain(..).collect();
+            report(
+                &counters,
+                current
+                    .deliver(&runner.store, rest, Timestamp::now(), &stop)
+                    .await,
+            );
             return Ok(());
         }
         if full {
