@@ -110,6 +110,18 @@ ALTER TABLE sends ADD COLUMN outbox_id TEXT;
 CREATE UNIQUE INDEX sends_by_outbox ON sends (outbox_id);
 CREATE INDEX trace_by_time ON trace (at);
 "#,
+    // Indexes that hold only the rows their queries look for (as the
+    // PostgreSQL schema's): applying an event or sending a row takes it
+    // out of an index instead of moving it within one. Queries on them
+    // repeat the index's condition, which is how SQLite knows to use it.
+    r#"
+DROP INDEX events_pending;
+CREATE INDEX events_pending ON events (at, seq) WHERE applied = 0;
+DROP INDEX outbox_due;
+CREATE INDEX outbox_due ON outbox (state, next_attempt) WHERE state IN ('pending', 'sending');
+DROP INDEX outbox_by_state;
+CREATE INDEX outbox_by_state ON outbox (state, updated) WHERE state IN ('dead', 'suppressed', 'missed');
+"#,
 ];
 
 /// Rows compacted per maintenance transaction.
@@ -437,7 +449,8 @@ impl Store for SqliteStore {
                     "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
                      WHERE id IN (
                          SELECT id FROM outbox
-                         WHERE ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
+                         WHERE state IN ('pending', 'sending')
+                           AND ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
                            AND kind IN (SELECT value FROM json_each(?4))
                          ORDER BY next_attempt, key LIMIT ?3)
                      RETURNING id, token, key, account, kind, payload, attempts, next_attempt",
@@ -680,7 +693,7 @@ impl Store for SqliteStore {
         self.write(Durability::Full, |c| {
             let rescued = c.execute(
                 "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
-                 WHERE state = 'sending' AND lease_until <= ?1",
+                 WHERE state IN ('pending', 'sending') AND state = 'sending' AND lease_until <= ?1",
                 [now],
             )?;
             // The same bounded batch is counted, then deleted, in one transaction.
@@ -837,7 +850,7 @@ impl Store for SqliteStore {
                 st.count(&state, n);
             }
             let oldest: Option<i64> = c.query_row(
-                "SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'",
+                "SELECT MIN(next_attempt) FROM outbox WHERE state IN ('pending', 'sending') AND state = 'pending'",
                 [],
                 |r| r.get(0),
             )?;
@@ -864,8 +877,15 @@ impl Store for SqliteStore {
             rows(
                 c,
                 &format!(
-                    "{} WHERE state = ?1 ORDER BY updated DESC, id LIMIT ?2",
-                    decode::LISTED
+                    "{} WHERE state = ?1 {} ORDER BY updated DESC, id LIMIT ?2",
+                    decode::LISTED,
+                    // The index holds the states that stay; `sent` rows
+                    // are only ever counted.
+                    match state {
+                        OutboxState::Dead | OutboxState::Suppressed | OutboxState::Missed =>
+                            "AND state IN ('dead', 'suppressed', 'missed')",
+                        _ => "",
+                    }
                 ),
                 params![state.as_str(), limit],
                 |r| decode::listed(r),
