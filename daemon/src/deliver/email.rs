@@ -3,6 +3,8 @@
 //! (the default) or SMTP.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -12,6 +14,7 @@ use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 use super::SendError;
@@ -62,9 +65,14 @@ impl SmtpPool {
         .map_err(|e| SendError::Retryable(format!("smtp: cannot connect to {where_}: {e}")))?;
         // Best effort: without it messages are slower, not wrong.
         let _ = tcp.set_nodelay(true);
+        let stream = Coalesced {
+            tcp,
+            out: Vec::new(),
+            sent: 0,
+        };
         let mut conn = tokio::time::timeout(
             self.timeout,
-            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello),
         )
         .await
         .map_err(|_| timed_out())?
@@ -137,6 +145,81 @@ impl SmtpPool {
                 Err(timed_out())
             }
         }
+    }
+}
+
+/// A TCP stream whose writes wait until the next read (or the end of
+/// the connection). Every SMTP step writes and then reads the answer, so
+/// nothing waits on data held here; but lettre writes a message's body
+/// and its final dot separately, and with `TCP_NODELAY` each write would
+/// be a packet and a system call of its own.
+#[derive(Debug)]
+struct Coalesced {
+    tcp: tokio::net::TcpStream,
+    out: Vec<u8>,
+    /// How much of `out` is written.
+    sent: usize,
+}
+
+/// Held writes beyond this go out at once (a large message).
+const HOLD: usize = 64 * 1024;
+
+impl Coalesced {
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Coalesced {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Coalesced {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() >= HOLD {
+            ready!(this.poll_send(cx))?;
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Held until the next read: see the type.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl lettre::transport::smtp::client::AsyncTokioStream for Coalesced {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.peer_addr()
     }
 }
 

@@ -23,7 +23,46 @@ pub struct Webhooks {
     public: reqwest::Client,
     /// For endpoints with `allow_private: true`.
     any: reqwest::Client,
-    endpoints: BTreeMap<String, Webhook>,
+    endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// An endpoint with what every request to it shares worked out once:
+/// its URL parsed, the private address it names (if it names one) and
+/// its signing key.
+struct Endpoint {
+    config: Webhook,
+    /// `None` when the URL does not parse: sending then fails as reqwest
+    /// says, as it always did.
+    url: Option<reqwest::Url>,
+    /// A private or loopback address written in the URL: refused at
+    /// send time unless the endpoint allows it.
+    private_literal: Option<IpAddr>,
+    /// The HMAC keyed with the endpoint's secret, cloned per request.
+    key: Option<Hmac<sha2::Sha256>>,
+}
+
+impl Endpoint {
+    fn new(config: Webhook) -> Endpoint {
+        let url = reqwest::Url::parse(&config.url).ok();
+        // An address written in the URL is never resolved: it is checked
+        // here, not by the resolver.
+        let private_literal = url
+            .as_ref()
+            .and_then(|u| {
+                u.host_str()?
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .parse::<IpAddr>()
+                    .ok()
+            })
+            .filter(|ip| is_private(*ip));
+        let key = config.secret.as_deref().map(hmac_key);
+        Endpoint {
+            config,
+            url,
+            private_literal,
+            key,
+        }
+    }
 }
 
 /// Addresses a webhook may reach only when its endpoint allows private
@@ -116,13 +155,23 @@ pub fn webhook_id(payload: &Value) -> String {
 /// `v1,BASE64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))`. A secret
 /// written `whsec_BASE64` is that key; any other secret is used as bytes.
 pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    sign(hmac_key(secret), id, timestamp, body)
+}
+
+/// The HMAC keyed with a secret, as `signature` reads it.
+fn hmac_key(secret: &str) -> Hmac<sha2::Sha256> {
     let key = secret
         .strip_prefix("whsec_")
         .and_then(|k| B64.decode(k).ok())
         .unwrap_or_else(|| secret.as_bytes().to_vec());
-    let mut mac =
-        Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length")
+}
+
+fn sign(mut mac: Hmac<sha2::Sha256>, id: &str, timestamp: i64, body: &[u8]) -> String {
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
@@ -148,7 +197,10 @@ impl Webhooks {
         Ok(Webhooks {
             public,
             any,
-            endpoints,
+            endpoints: endpoints
+                .into_iter()
+                .map(|(name, w)| (name, Endpoint::new(w)))
+                .collect(),
         })
     }
 
@@ -165,32 +217,56 @@ impl Webhooks {
             .expect("JSON serializes");
         let id = webhook_id(payload);
         let ts = now.as_second();
-        let client = if endpoint.allow_private {
+        let client = if endpoint.config.allow_private {
             &self.any
         } else {
-            // An address written in the URL is never resolved: check it here.
-            let literal = reqwest::Url::parse(&endpoint.url).ok().and_then(|u| {
-                u.host_str()?
-                    .trim_matches(|c| c == '[' || c == ']')
-                    .parse::<IpAddr>()
-                    .ok()
-            });
-            if let Some(ip) = literal.filter(|ip| is_private(*ip)) {
+            if let Some(ip) = endpoint.private_literal {
                 return Err(SendError::Fatal(format!(
                     "webhook `{name}`: {ip} is a private or loopback address; set `allow_private: true` on the endpoint to allow it"
                 )));
             }
             &self.public
         };
-        let mut req = client
-            .post(&endpoint.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", ts.to_string());
-        if let Some(secret) = &endpoint.secret {
-            req = req.header("webhook-signature", signature(secret, &id, ts, &body));
-        }
-        let response = req.body(body).send().await.map_err(|e| {
+        let signature = endpoint.key.clone().map(|key| sign(key, &id, ts, &body));
+        let request = match &endpoint.url {
+            Some(url) => {
+                // Built directly: the URL is parsed once per endpoint, and
+                // the headers need no conversion.
+                use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+                let mut request = reqwest::Request::new(reqwest::Method::POST, url.clone());
+                let headers = request.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let value = |v: String| HeaderValue::try_from(v).map_err(|e| e.to_string());
+                let mut put = |name: &'static str, v: String| {
+                    value(v).map(|v| headers.insert(HeaderName::from_static(name), v))
+                };
+                put("webhook-id", id)
+                    .and_then(|_| put("webhook-timestamp", ts.to_string()))
+                    .and_then(|_| match signature {
+                        Some(sig) => put("webhook-signature", sig),
+                        None => Ok(None),
+                    })
+                    .map_err(|e| SendError::Retryable(format!("webhook `{name}`: {e}")))?;
+                *request.body_mut() = Some(body.into());
+                Ok(request)
+            }
+            None => {
+                let mut req = client
+                    .post(&endpoint.config.url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", ts.to_string());
+                if let Some(sig) = signature {
+                    req = req.header("webhook-signature", sig);
+                }
+                req.body(body).build()
+            }
+        };
+        let sent = match request {
+            Ok(request) => client.execute(request).await,
+            Err(e) => Err(e),
+        };
+        let response = sent.map_err(|e| {
             if let Some(why) = refused(&e) {
                 return SendError::Fatal(format!(
                     "webhook `{name}`: {why}; set `allow_private: true` on the endpoint to allow it"

@@ -4,7 +4,7 @@
 //! failures back off exponentially with jitter for up to `give_up_after`;
 //! fatal ones go to the dead letters with their reason.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -39,6 +39,9 @@ struct Batch {
     gone: std::sync::Mutex<BTreeMap<String, String>>,
     /// The accounts of the batch's emails, as stored (`None`: deleted).
     accounts: HashMap<String, Option<crate::model::account::Account>>,
+    /// Which of the batch's email addresses are on the suppression list
+    /// (lowercased).
+    suppressed: HashSet<String>,
 }
 
 /// One chain's claims with their outcomes, and the store error that
@@ -116,9 +119,22 @@ impl Worker {
                 .collect(),
             gone: std::sync::Mutex::new(BTreeMap::new()),
             accounts: HashMap::new(),
+            suppressed: HashSet::new(),
         };
-        // Each account whose emails are in the batch is read once, for its
-        // contacts' unsubscribes (not once per email).
+        // The suppression list is read once for the batch's addresses, and
+        // each account whose emails are in the batch once, for its
+        // contacts' unsubscribes (not once per email): an unsubscribe
+        // recorded after these reads is honoured from the next batch on.
+        let mut addresses: Vec<&str> = claims
+            .iter()
+            .filter(|c| c.kind == "email")
+            .map(recipient)
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if !addresses.is_empty() {
+            ctx.suppressed = store.suppressed_among(&addresses).await?;
+        }
         for claim in claims.iter().filter(|c| c.kind == "email") {
             if !ctx.accounts.contains_key(&claim.account) {
                 let account = store
@@ -323,12 +339,8 @@ impl Worker {
         ctx: &Batch,
     ) -> Result<Option<&'static str>> {
         let now = ctx.now;
-        let to = claim
-            .payload
-            .get("to")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if store.is_suppressed(to).await? {
+        let to = recipient(claim);
+        if !ctx.suppressed.is_empty() && ctx.suppressed.contains(&to.to_ascii_lowercase()) {
             return Ok(Some("unsubscribed"));
         }
         // The global list was asked above; the account's own contact
@@ -365,4 +377,13 @@ impl Worker {
         let jitter = 0.8 + 0.4 * (uuid::Uuid::now_v7().as_u128() as u32 as f64 / u32::MAX as f64);
         SignedDuration::from_secs_f64(capped * jitter)
     }
+}
+
+/// An email claim's recipient, as recorded.
+fn recipient(claim: &Claimed) -> &str {
+    claim
+        .payload
+        .get("to")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }

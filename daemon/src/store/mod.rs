@@ -409,6 +409,24 @@ pub trait Store: Send + Sync {
 
     fn is_suppressed(&self, address: &str) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Of `addresses`, those suppressed, lowercased: one read for a batch
+    /// of emails rather than one per email. The default asks
+    /// `is_suppressed` for each.
+    fn suppressed_among(
+        &self,
+        addresses: &[&str],
+    ) -> impl Future<Output = Result<std::collections::HashSet<String>>> + Send {
+        async move {
+            let mut out = std::collections::HashSet::new();
+            for a in addresses {
+                if self.is_suppressed(a).await? {
+                    out.insert(a.to_ascii_lowercase());
+                }
+            }
+            Ok(out)
+        }
+    }
+
     /// A connector source's cursor (`None` before its first poll).
     fn cursor(&self, source: &str) -> impl Future<Output = Result<Option<Value>>> + Send;
 

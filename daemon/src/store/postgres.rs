@@ -15,6 +15,7 @@
 //! Instants are integer microseconds, as in SQLite: the two stores share
 //! their SQL where they can and their semantics everywhere.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -459,6 +460,15 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
+    }
+
+    async fn suppressed_among(&self, addresses: &[&str]) -> Result<HashSet<String>> {
+        let lower: Vec<String> = addresses.iter().map(|a| a.to_ascii_lowercase()).collect();
+        let rows = sqlx::query("SELECT address FROM suppressions WHERE address = ANY($1)")
+            .bind(&lower)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     async fn reserve_send(

@@ -338,6 +338,13 @@ async fn suite<S: Store>(s: &S) {
     s.suppress("Ann@Acme.example", "link", now).await.unwrap();
     s.suppress("ann@acme.example", "link", now).await.unwrap();
     assert!(s.is_suppressed("ANN@acme.example").await.unwrap());
+    assert_eq!(
+        s.suppressed_among(&["ANN@acme.example", "bob@acme.example"])
+            .await
+            .unwrap(),
+        std::collections::HashSet::from(["ann@acme.example".to_string()])
+    );
+    assert!(s.suppressed_among(&[]).await.unwrap().is_empty());
 
     // Connector cursors: absent, then the last one set, per source.
     assert_eq!(s.cursor("zendesk").await.unwrap(), None);
