@@ -648,6 +648,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn suppressed_among(
+        &self,
+        addresses: &[&str],
+    ) -> Result<std::collections::HashSet<String>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT 1 FROM suppressions WHERE address = ?1")?;
+            let mut out = std::collections::HashSet::new();
+            for a in addresses {
+                let a = a.to_ascii_lowercase();
+                if !out.contains(&a) && stmt.exists([&a])? {
+                    out.insert(a);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn reserve_send(
         &self,
         id: &str,
