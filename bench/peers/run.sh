@@ -103,7 +103,13 @@ wait "$SPID" || true
 echo "touchpilot-latency peer_tree=$(cat "$RESULTS/touchpilot-latency.cpu")" | tee -a "$RESULTS/latency.txt"
 stop_tp
 
-# 3. receiver and sink as run_all.sh starts them
+# 3. receiver and sink as run_all.sh starts them. A sink or receiver left
+#    over from another run would take the port and share the counter file.
+for port in 9100 12525; do
+  if ss -Hltn "( sport = :$port )" | grep -q .; then
+    echo "port $port is taken (a receiver or smtp-sink from another run?): stop it first" >&2; exit 2
+  fi
+done
 cd "$SHARED"
 nohup $PY receiver.py 9100 > /tmp/peers/receiver.log 2>&1 & echo $! > /tmp/peers/receiver.pid; STARTED+=($!)
 STARTED+=($(./start_sink.sh 12525))
