@@ -620,6 +620,86 @@ async fn maintenance_suite<S: Store>(s: &S) {
     );
 }
 
+/// A step's rows already due are either claimed by the step itself or
+/// left for `claim`, never both and never neither; rows not yet due, rows
+/// that failed to render and keys written before are not claimed by it.
+/// Returns how many the steps claimed themselves.
+async fn steps_claim_what_is_due_once<S: Store>(s: &S) -> usize {
+    let now = t("2026-01-05T00:00:00Z");
+    let lease = SignedDuration::from_secs(60);
+    let mut failed = email("k-failed", "f@x.io", "2026-01-05T00:00:00Z");
+    failed.failure = Some("template `x`: missing variable".into());
+    let step = |version, outbox| Step {
+        state: state("a"),
+        expected_version: version,
+        next_due: None,
+        applied: vec![],
+        outbox,
+        trace: vec![],
+    };
+    let first = vec![
+        email("k-due", "d@x.io", "2026-01-05T00:00:00Z"),
+        email("k-past", "p@x.io", "2026-01-04T00:00:00Z"),
+        email("k-later", "l@x.io", "2026-01-06T00:00:00Z"),
+        failed,
+    ];
+    let by_step = s
+        .commit_steps_claiming(&[step(None, first)], now, lease)
+        .await
+        .unwrap();
+    // The same keys again (a step computed twice) and one new due row.
+    let again = vec![
+        email("k-due", "d@x.io", "2026-01-05T00:00:00Z"),
+        email("k-new", "n@x.io", "2026-01-05T00:00:00Z"),
+    ];
+    let by_step_again = s
+        .commit_steps_claiming(&[step(Some(1), again)], now, lease)
+        .await
+        .unwrap();
+    let by_claim = s.claim(ALL, now, lease, 100).await.unwrap();
+    let mut keys: Vec<&str> = by_step
+        .iter()
+        .chain(&by_step_again)
+        .chain(&by_claim)
+        .map(|c| c.key.as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["k-due", "k-new", "k-past"],
+        "each due row claimed once"
+    );
+    for c in by_step.iter().chain(&by_step_again) {
+        assert_eq!((c.token, c.attempts), (1, 1), "{}: a first claim", c.key);
+        assert_eq!(
+            s.outbox_state(&c.key).await.unwrap(),
+            Some(OutboxState::Sending)
+        );
+    }
+    if !by_step.is_empty() {
+        assert_eq!(
+            by_step.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            ["k-past", "k-due"],
+            "in due order"
+        );
+        assert!(
+            by_step_again.iter().all(|c| c.key != "k-due"),
+            "a key written before is not new"
+        );
+    }
+    assert_eq!(
+        s.outbox_state("k-later").await.unwrap(),
+        Some(OutboxState::Pending)
+    );
+    assert_eq!(
+        s.outbox_state("k-failed").await.unwrap(),
+        Some(OutboxState::Dead)
+    );
+    // Nothing claimed by the step is claimable again before its lease ends.
+    assert!(s.claim(ALL, now, lease, 100).await.unwrap().is_empty());
+    by_step.len() + by_step_again.len()
+}
+
 /// Two handles, as two processes would have, claim disjoint sets.
 async fn claims_are_disjoint<S: Store>(a: &S, b: &S) {
     let outbox: Vec<NewOutbox> = (0..200)
@@ -692,6 +772,21 @@ async fn sqlite_commits_survive_power_loss_and_reopening() {
         .await
         .unwrap();
     assert_eq!(dup.duplicates, 1, "idempotency survives a restart");
+}
+
+#[tokio::test]
+async fn sqlite_steps_claim_what_is_due_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let by_steps = steps_claim_what_is_due_once(&open(&dir).await).await;
+    assert_eq!(by_steps, 3, "SQLite claims due rows in the step's commit");
+}
+
+#[tokio::test]
+async fn postgres_steps_claim_what_is_due_once() {
+    on_postgres(|url| async move {
+        steps_claim_what_is_due_once(&PgStore::open(&url).await.unwrap()).await;
+    })
+    .await;
 }
 
 #[tokio::test]
