@@ -161,10 +161,13 @@ impl Writer {
         f: impl FnOnce(&Connection) -> Result<T>,
     ) -> Result<T> {
         if self.durability != durability {
-            self.conn.execute_batch(match durability {
-                Durability::Full => "PRAGMA synchronous = FULL",
-                Durability::Normal => "PRAGMA synchronous = NORMAL",
-            })?;
+            // Switched between transactions, often: a cached statement.
+            self.conn
+                .prepare_cached(match durability {
+                    Durability::Full => "PRAGMA synchronous = FULL",
+                    Durability::Normal => "PRAGMA synchronous = NORMAL",
+                })?
+                .execute([])?;
             self.durability = durability;
         }
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
