@@ -29,26 +29,11 @@ use touchpilot::store::postgres::{PgStore, Scratch};
 use touchpilot::store::sqlite::SqliteStore;
 use touchpilot::store::{NewOutbox, Outcome, Step, Store};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{admin, arg, median};
+
 const BATCH: i64 = 100;
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn admin() -> String {
-    std::env::var("TOUCHPILOT_BENCH_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
 
 /// A receiver that answers every webhook 200 and counts them.
 async fn receiver() -> (String, Arc<AtomicU64>) {
