@@ -30,11 +30,11 @@ use touchpilot::engine::AccountState;
 use touchpilot::model::account::Account;
 use touchpilot::store::postgres::{PgStore, Scratch};
 use touchpilot::store::sqlite::SqliteStore;
-use touchpilot::store::{NewOutbox, Step, Store};
+use touchpilot::store::{NewOutbox, Store};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{admin, arg, median};
+use common::{admin, arg, commit_rows, median};
 
 // The daemon's allocator, so that allocation costs are the daemon's.
 #[global_allocator]
@@ -171,23 +171,7 @@ async fn fill<S: Store>(s: &S, kind: Kind, rows: usize, at: Timestamp) {
         .unwrap(),
         at,
     );
-    let mut version = None;
-    for start in (0..rows).step_by(1000) {
-        let outbox = (start..(start + 1000).min(rows))
-            .map(|i| row(kind, i, at))
-            .collect();
-        s.commit_step(&Step {
-            state: state.clone(),
-            expected_version: version,
-            next_due: None,
-            applied: vec![],
-            outbox,
-            trace: vec![],
-        })
-        .await
-        .unwrap();
-        version = Some(version.unwrap_or(0) + 1);
-    }
+    commit_rows(s, &state, (0..rows).map(|i| row(kind, i, at))).await;
 }
 
 fn worker(url: &str, smtp: &str) -> Worker {

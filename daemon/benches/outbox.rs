@@ -27,11 +27,11 @@ use touchpilot::engine::AccountState;
 use touchpilot::model::account::Account;
 use touchpilot::store::postgres::{PgStore, Scratch};
 use touchpilot::store::sqlite::SqliteStore;
-use touchpilot::store::{NewOutbox, Outcome, Step, Store};
+use touchpilot::store::{NewOutbox, Outcome, Store};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{admin, arg, median};
+use common::{admin, arg, commit_rows, median};
 
 const BATCH: i64 = 100;
 
@@ -67,35 +67,20 @@ fn webhooks(url: &str) -> Webhooks {
 
 /// `rows` due webhook rows, written as engine steps of 1,000 rows.
 async fn fill<S: Store>(s: &S, rows: usize, offset: usize, at: Timestamp) {
-    let mut version = s.load_account("bench").await.unwrap().map(|l| l.version);
     let state = AccountState::new(
         Account::from_json(json!({"id": "bench", "name": "Bench"})).unwrap(),
         at,
     );
-    for start in (offset..offset + rows).step_by(1000) {
-        let outbox = (start..(start + 1000).min(offset + rows))
-            .map(|i| NewOutbox {
-                key: format!("bench|{i:08}"),
-                account: "bench".into(),
-                kind: "webhook".into(),
-                payload: json!({"endpoint": "hook", "content": {"text": format!("row {i}")},
-                                "message_id": format!("<{i:032x}@touchpilot>"), "at": at.to_string()}),
-                at,
-                failure: None,
-            })
-            .collect();
-        s.commit_step(&Step {
-            state: state.clone(),
-            expected_version: version,
-            next_due: None,
-            applied: vec![],
-            outbox,
-            trace: vec![],
-        })
-        .await
-        .unwrap();
-        version = Some(version.unwrap_or(0) + 1);
-    }
+    let outbox = (offset..offset + rows).map(|i| NewOutbox {
+        key: format!("bench|{i:08}"),
+        account: "bench".into(),
+        kind: "webhook".into(),
+        payload: json!({"endpoint": "hook", "content": {"text": format!("row {i}")},
+                        "message_id": format!("<{i:032x}@touchpilot>"), "at": at.to_string()}),
+        at,
+        failure: None,
+    });
+    commit_rows(s, &state, outbox).await;
 }
 
 /// One instance's delivery loop until `limit` rows are delivered in total

@@ -21,3 +21,27 @@ pub fn admin() -> String {
     std::env::var("TOUCHPILOT_BENCH_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
+
+/// Writes `outbox` as engine steps of `state`'s account, 1,000 rows a
+/// step, after the version the store holds (if any).
+pub async fn commit_rows<S: touchpilot::store::Store>(
+    s: &S,
+    state: &touchpilot::engine::AccountState,
+    outbox: impl Iterator<Item = touchpilot::store::NewOutbox>,
+) {
+    let mut version = s.load_account(state.id()).await.unwrap().map(|l| l.version);
+    let mut outbox = outbox.peekable();
+    while outbox.peek().is_some() {
+        s.commit_step(&touchpilot::store::Step {
+            state: state.clone(),
+            expected_version: version,
+            next_due: None,
+            applied: vec![],
+            outbox: outbox.by_ref().take(1000).collect(),
+            trace: vec![],
+        })
+        .await
+        .unwrap();
+        version = Some(version.unwrap_or(0) + 1);
+    }
+}
