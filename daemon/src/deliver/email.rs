@@ -54,7 +54,8 @@ struct SmtpPool {
 
 enum Conn {
     Plain(smtp::Connection),
-    Lettre(AsyncSmtpConnection),
+    /// Boxed: lettre's connection is ten times the size of ours.
+    Lettre(Box<AsyncSmtpConnection>),
 }
 
 impl Conn {
@@ -117,7 +118,9 @@ impl SmtpPool {
             self.offers_tls.store(true, Relaxed);
             Conn::Plain(conn).close(self.timeout).await;
         }
-        self.connect_lettre().await.map(Conn::Lettre)
+        self.connect_lettre()
+            .await
+            .map(|c| Conn::Lettre(Box::new(c)))
     }
 
     async fn connect_lettre(&self) -> Result<AsyncSmtpConnection, SendError> {
