@@ -1,6 +1,7 @@
 //! Email delivery: builds the message from an outbox payload (headers fixed
 //! when the action was recorded) and hands it to a transport: `.eml` files
-//! (the default) or SMTP.
+//! (the default) or SMTP (our client of `smtp.rs` to a plain relay,
+//! lettre's connection wherever TLS or AUTH is needed).
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -17,7 +18,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
-use super::SendError;
+use super::{SendError, smtp};
 
 enum Transport {
     File(AsyncFileTransport<Tokio1Executor>, PathBuf),
@@ -27,11 +28,17 @@ enum Transport {
     Smtp(SmtpPool),
 }
 
-/// Pooled plain SMTP connections with `TCP_NODELAY` set. lettre 0.11.23's
+/// Pooled SMTP connections with `TCP_NODELAY` set. lettre 0.11.23's
 /// transport leaves Nagle's algorithm on, and the last packet of every
 /// message then waits for the server's delayed ACK: about 44 ms a message
 /// on Linux, whatever the link. Connections are reused for many messages
 /// and checked with NOOP when they sat idle.
+///
+/// A plain relay (no STARTTLS, no AUTH) gets our own client (`smtp.rs`,
+/// pipelined when the server offers it); anything that needs TLS or AUTH
+/// keeps lettre's connection. With `?tls=opportunistic` the first
+/// connection finds out: a server that offers STARTTLS is asked again
+/// through lettre, and so is every later connection.
 struct SmtpPool {
     host: String,
     port: u16,
@@ -39,8 +46,44 @@ struct SmtpPool {
     credentials: Option<Credentials>,
     timeout: Duration,
     hello: ClientId,
-    idle: std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>,
+    /// The server offered STARTTLS under `?tls=opportunistic`.
+    offers_tls: std::sync::atomic::AtomicBool,
+    idle: std::sync::Mutex<Vec<(Conn, tokio::time::Instant)>>,
     slots: Semaphore,
+}
+
+enum Conn {
+    Plain(smtp::Connection),
+    /// Boxed: lettre's connection is ten times the size of ours.
+    Lettre(Box<AsyncSmtpConnection>),
+}
+
+impl Conn {
+    async fn test_connected(&mut self) -> bool {
+        match self {
+            Conn::Plain(c) => c.test_connected().await,
+            Conn::Lettre(c) => c.test_connected().await,
+        }
+    }
+
+    fn has_broken(&self) -> bool {
+        match self {
+            Conn::Plain(c) => c.has_broken(),
+            Conn::Lettre(c) => c.has_broken(),
+        }
+    }
+
+    /// QUIT when the connection is in a state to say it (lettre's
+    /// `abort` waits for the answer: bounded by `timeout`).
+    async fn close(self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            match self {
+                Conn::Plain(c) => c.quit().await,
+                Conn::Lettre(mut c) => c.abort().await,
+            }
+        })
+        .await;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +97,33 @@ enum StartTls {
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 impl SmtpPool {
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let plain = self.credentials.is_none()
+            && match self.starttls {
+                StartTls::Never => true,
+                StartTls::Opportunistic => !self.offers_tls.load(Relaxed),
+                StartTls::Required => false,
+            };
+        if plain {
+            let conn = tokio::time::timeout(
+                self.timeout,
+                smtp::Connection::connect(&self.host, self.port, &self.hello.to_string()),
+            )
+            .await
+            .map_err(|_| timed_out())??;
+            if !(self.starttls == StartTls::Opportunistic && conn.extensions().starttls) {
+                return Ok(Conn::Plain(conn));
+            }
+            self.offers_tls.store(true, Relaxed);
+            Conn::Plain(conn).close(self.timeout).await;
+        }
+        self.connect_lettre()
+            .await
+            .map(|c| Conn::Lettre(Box::new(c)))
+    }
+
+    async fn connect_lettre(&self) -> Result<AsyncSmtpConnection, SendError> {
         let where_ = format!("{}:{}", self.host, self.port);
         let tcp = tokio::time::timeout(
             self.timeout,
@@ -105,16 +174,23 @@ impl SmtpPool {
         Ok(conn)
     }
 
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn checkout(&self) -> Result<Conn, SendError> {
         loop {
             let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some((mut conn, since)) = popped else {
                 return self.connect().await;
             };
-            if since.elapsed() < IDLE_CHECK || conn.test_connected().await {
+            if since.elapsed() < IDLE_CHECK {
                 return Ok(conn);
             }
-            conn.abort().await;
+            // A NOOP that does not come back in time is a dead connection.
+            let alive = tokio::time::timeout(self.timeout, conn.test_connected()).await;
+            if alive == Ok(true) {
+                return Ok(conn);
+            }
+            if alive.is_ok() {
+                conn.close(self.timeout).await;
+            }
         }
     }
 
@@ -125,25 +201,31 @@ impl SmtpPool {
             .await
             .expect("the semaphore is never closed");
         let mut conn = self.checkout().await?;
-        let sent = tokio::time::timeout(
-            self.timeout,
-            conn.send(message.envelope(), &message.formatted()),
-        )
-        .await;
+        let envelope = message.envelope();
+        let email = message.formatted();
+        let sent = match &mut conn {
+            Conn::Plain(c) => tokio::time::timeout(self.timeout, c.send(envelope, &email))
+                .await
+                .map_err(|_| ()),
+            Conn::Lettre(c) => tokio::time::timeout(self.timeout, c.send(envelope, &email))
+                .await
+                .map(|r| r.map(|_| ()).map_err(smtp_error))
+                .map_err(|_| ()),
+        };
         match sent {
             Ok(result) => {
-                if !conn.has_broken() {
+                if conn.has_broken() {
+                    conn.close(self.timeout).await;
+                } else {
                     self.idle
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push((conn, std::time::Instant::now()));
+                        .push((conn, tokio::time::Instant::now()));
                 }
-                result.map(|_| ()).map_err(smtp_error)
+                result
             }
-            Err(_) => {
-                conn.abort().await;
-                Err(timed_out())
-            }
+            // In the middle of an exchange: nothing more can be said on it.
+            Err(()) => Err(timed_out()),
         }
     }
 }
@@ -314,6 +396,7 @@ impl Mailer {
                     credentials,
                     timeout,
                     hello: ClientId::default(),
+                    offers_tls: std::sync::atomic::AtomicBool::new(false),
                     idle: std::sync::Mutex::new(Vec::new()),
                     slots: Semaphore::new(connections.max(1)),
                 })
@@ -381,7 +464,12 @@ impl Mailer {
     }
 
     pub async fn send(&self, payload: &Value) -> Result<(), SendError> {
-        let message = self.message(payload)?;
+        self.deliver(self.message(payload)?).await
+    }
+
+    /// Sends a message built by `message` (a test can then compare what
+    /// arrived with what was built, random MIME boundary included).
+    pub async fn deliver(&self, message: Message) -> Result<(), SendError> {
         match &self.transport {
             Transport::File(t, _) => t
                 .send(message)

@@ -1,9 +1,11 @@
 //! Delivery: the rules decided when an action goes out (consent and the
 //! frequency cap, shared by the dry run and the daemon), the senders
-//! (`email`, `webhook`) and the outbox `worker` that drives them.
+//! (`email`, with `smtp` our client for plain relays, and `webhook`) and
+//! the outbox `worker` that drives them.
 
 pub mod connector;
 pub mod email;
+pub mod smtp;
 pub mod webhook;
 pub mod worker;
 
