@@ -17,9 +17,9 @@ P
 kill -STOP $RP   # hold deliveries until everything is in
 for i in $(seq $((N/1000))); do curl -s -XPOST -H 'Content-Type: application/x-ndjson' --data-binary @/tmp/batch.ndjson localhost:8088/v1/events > /dev/null; done
 sleep 1
-cpu0=$(awk '{print $14+$15}' /proc/$TP/stat); kill -CONT $RP; t0=$(date +%s.%N)
+cpu0=$(awk '{print $14+$15}' /proc/$TP/stat); rcpu0=$(awk '{print $14+$15}' /proc/$RP/stat); kill -CONT $RP; t0=$(date +%s.%N)
 count() { curl -s localhost:9100/count | $PY -c 'import json,sys;print(json.load(sys.stdin)["count"])'; }
 sleep 3; ps -o pid,pcpu,comm -p $RP,$TP; while [ "$(count)" -lt $N ]; do sleep 0.2; done
-t1=$(date +%s.%N); cpu1=$(awk '{print $14+$15}' /proc/$TP/stat)
-echo "$(basename $BIN) drain: $N in $(python3 -c "print(round($t1-$t0,2))") s = $(python3 -c "print(round($N/($t1-$t0)))")/s, cpu_ms_per_1000=$(python3 -c "print(round(($cpu1-$cpu0)*10/$N*1000,1))")"
+t1=$(date +%s.%N); cpu1=$(awk '{print $14+$15}' /proc/$TP/stat); rcpu1=$(awk '{print $14+$15}' /proc/$RP/stat)
+echo "$(basename $BIN) drain: $N in $(python3 -c "print(round($t1-$t0,2))") s = $(python3 -c "print(round($N/($t1-$t0)))")/s, cpu_ms_per_1000=$(python3 -c "print(round(($cpu1-$cpu0)*10/$N*1000,1))") receiver_us_per_req=$(python3 -c "print(round(($rcpu1-$rcpu0)*10000/$N,1))")"
 kill $TP $RP; wait 2>/dev/null; rm -rf $TP_BENCH_DIR
