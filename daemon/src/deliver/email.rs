@@ -145,14 +145,15 @@ impl SmtpPool {
         )
         .await
         .map_err(|_| timed_out())?
-        .map_err(smtp_error)?;
+        .map_err(connection_error)?;
         let offered = conn
             .server_info()
             .supports_feature(lettre::transport::smtp::extension::Extension::StartTls);
         match (self.starttls, offered) {
             (StartTls::Never, _) | (StartTls::Opportunistic, false) => {}
             (StartTls::Required, false) => {
-                conn.abort().await;
+                // lettre's abort waits for the QUIT's answer: bounded.
+                let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
                 return Err(SendError::Retryable(format!(
                     "smtp: {}:{} does not offer STARTTLS, and the transport requires it",
                     self.host, self.port
@@ -160,16 +161,16 @@ impl SmtpPool {
             }
             (_, true) => {
                 let params = lettre::transport::smtp::client::TlsParameters::new(self.host.clone())
-                    .map_err(|e| SendError::Fatal(format!("smtp: TLS settings: {e}")))?;
+                    .map_err(|e| SendError::Retryable(format!("smtp: TLS settings: {e}")))?;
                 conn.starttls(params, &self.hello)
                     .await
-                    .map_err(smtp_error)?;
+                    .map_err(connection_error)?;
             }
         }
         if let Some(c) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
-                .map_err(smtp_error)?;
+                .map_err(connection_error)?;
         }
         Ok(conn)
     }
@@ -483,6 +484,14 @@ impl Mailer {
 }
 
 /// 5xx is final; 4xx and connection trouble are worth a retry.
+/// A failure while connecting (greeting, STARTTLS, AUTH): about the
+/// relay or our settings for it, not the message, so retried whatever its
+/// code, like postfix (`smtp_skip_5xx_greeting`): fixing the relay or the
+/// credentials within `give_up_after` loses nothing.
+fn connection_error(e: lettre::transport::smtp::Error) -> SendError {
+    SendError::Retryable(format!("smtp: {e}"))
+}
+
 fn smtp_error(e: lettre::transport::smtp::Error) -> SendError {
     if e.is_permanent() {
         SendError::Fatal(format!("smtp: {e}"))

@@ -94,6 +94,14 @@ fn refused(what: &str, reply: &Reply) -> SendError {
     }
 }
 
+/// The same refusal, retryable whatever its code.
+fn retry_later(e: SendError) -> SendError {
+    match e {
+        SendError::Fatal(m) => SendError::Retryable(m),
+        other => other,
+    }
+}
+
 /// One plain SMTP connection, greeted and ready for a transaction.
 #[derive(Debug)]
 pub struct Connection {
@@ -126,9 +134,13 @@ impl Connection {
             extensions: Extensions::default(),
             broken: false,
         };
+        // Refusals before any transaction are about the relay, not the
+        // message: a relay that greets with 554 or will not take our EHLO
+        // is retried later, never the end of the message (as postfix's
+        // `smtp_skip_5xx_greeting` defers it).
         let greeting = conn.reply().await?;
         if !greeting.positive() {
-            return Err(refused("the connection", &greeting));
+            return Err(retry_later(refused("the connection", &greeting)));
         }
         conn.command(&format!("EHLO {hello}\r\n")).await?;
         let ehlo = conn.reply().await?;
@@ -139,10 +151,10 @@ impl Connection {
             conn.command(&format!("HELO {hello}\r\n")).await?;
             let helo = conn.reply().await?;
             if !helo.positive() {
-                return Err(refused("HELO", &helo));
+                return Err(retry_later(refused("HELO", &helo)));
             }
         } else {
-            return Err(refused("EHLO", &ehlo));
+            return Err(retry_later(refused("EHLO", &ehlo)));
         }
         Ok(conn)
     }

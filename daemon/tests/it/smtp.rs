@@ -580,3 +580,29 @@ async fn a_server_that_stops_answering_times_out_and_its_connection_is_dropped()
     drop(mailer);
     s.done.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_relay_that_greets_with_a_5xx_is_retried_not_dead_lettered() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .write_all(b"554 5.7.1 no SMTP service here\r\n")
+            .unwrap();
+        // Whatever comes next (QUIT or nothing) is read until the close.
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    let mailer = Mailer::new(
+        &format!("smtp://127.0.0.1:{port}"),
+        "a@b.io",
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    match mailer.send(&payload("ann@acme.example")).await {
+        Err(SendError::Retryable(e)) => assert!(e.contains("554"), "{e}"),
+        other => panic!("a relay refusing the connection must be retried: {other:?}"),
+    }
+    drop(mailer);
+    server.join().unwrap();
+}
