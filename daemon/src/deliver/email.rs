@@ -13,7 +13,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
@@ -21,7 +21,10 @@ use tokio::sync::Semaphore;
 use super::{SendError, smtp};
 
 enum Transport {
-    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
+    /// `.eml` files in a directory, each written whole under a hidden
+    /// name and then renamed: whoever reads the directory never sees half
+    /// a message.
+    File(PathBuf),
     /// Implicit TLS (`smtps://`), through lettre's own pool.
     Smtps(AsyncSmtpTransport<Tokio1Executor>),
     /// Plain SMTP to a relay (`smtp://`), through our pool.
@@ -344,7 +347,8 @@ impl Mailer {
             let dir = crate::config::resolve(base, dir);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            Transport::File(AsyncFileTransport::new(&dir), dir)
+            remove_stale_temporaries(&dir);
+            Transport::File(dir)
         } else {
             let (tls, rest) = match transport.split_once("://") {
                 Some(("smtp", rest)) => (false, rest),
@@ -409,7 +413,7 @@ impl Mailer {
     /// Where `.eml` files go, for the file transport.
     pub fn directory(&self) -> Option<&Path> {
         match &self.transport {
-            Transport::File(_, dir) => Some(dir),
+            Transport::File(dir) => Some(dir),
             Transport::Smtp(_) | Transport::Smtps(_) => None,
         }
     }
@@ -472,13 +476,48 @@ impl Mailer {
     /// arrived with what was built, random MIME boundary included).
     pub async fn deliver(&self, message: Message) -> Result<(), SendError> {
         match &self.transport {
-            Transport::File(t, _) => t
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::Retryable(format!("writing .eml: {e}"))),
+            Transport::File(dir) => write_eml(dir, &message).await,
             Transport::Smtp(pool) => pool.send(&message).await,
             Transport::Smtps(t) => t.send(message).await.map(|_| ()).map_err(smtp_error),
+        }
+    }
+}
+
+/// Writes `{uuid}.eml` (the name lettre's file transport gives) whole:
+/// first as `.{uuid}.eml.tmp`, then renamed, so a reader of the directory
+/// never finds a message cut short, even when we crash mid-write.
+async fn write_eml(dir: &Path, message: &Message) -> Result<(), SendError> {
+    let id = uuid::Uuid::new_v4();
+    let (tmp, path) = (
+        dir.join(format!(".{id}.eml.tmp")),
+        dir.join(format!("{id}.eml")),
+    );
+    let failed =
+        |e: std::io::Error| SendError::Retryable(format!("writing {}: {e}", path.display()));
+    if let Err(e) = tokio::fs::write(&tmp, message.formatted()).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(failed(e));
+    }
+    tokio::fs::rename(&tmp, &path).await.map_err(failed)
+}
+
+/// Temporaries of `write_eml` that a crash left behind (older than a
+/// minute, so that another instance's write under way is left alone).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(60));
+        if name.starts_with('.') && name.ends_with(".eml.tmp") && old {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

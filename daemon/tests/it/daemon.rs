@@ -176,10 +176,10 @@ async fn events_in_come_out(mut d: Daemon) {
     let outbox = d.dir.path().join("outbox");
     let mut eml_path = None;
     until(Duration::from_secs(20), "the .eml file", async || {
-        eml_path = std::fs::read_dir(&outbox)
-            .ok()
-            .and_then(|mut rd| rd.next())
-            .map(|e| e.unwrap().path());
+        eml_path = std::fs::read_dir(&outbox).ok().and_then(|rd| {
+            rd.map(|e| e.unwrap().path())
+                .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        });
         eml_path.is_some()
     })
     .await;

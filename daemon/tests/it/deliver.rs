@@ -591,3 +591,50 @@ async fn a_one_click_unsubscribe_stops_mail_already_in_the_outbox() {
     assert_eq!(emls.len(), 1);
     assert!(emls[0].contains("To: bo@acme.example"));
 }
+
+/// `.eml` files appear whole (written under a hidden name, then renamed),
+/// and a temporary that a crash left behind is removed at the next start,
+/// while one younger than a minute (another instance's write) is kept.
+#[tokio::test]
+async fn eml_files_appear_whole_and_crash_leftovers_are_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let stale = outbox.join(".0193-stale.eml.tmp");
+    let fresh = outbox.join(".0193-fresh.eml.tmp");
+    std::fs::write(&stale, "From: half a mess").unwrap();
+    std::fs::write(&fresh, "From: being written").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+
+    let mailer = Mailer::new("file:outbox", "a@b.io", dir.path()).unwrap();
+    assert!(
+        !stale.exists(),
+        "a temporary older than a minute is removed"
+    );
+    assert!(fresh.exists(), "a recent temporary is left alone");
+
+    mailer
+        .send(&json!({
+            "to": "ann@acme.example",
+            "message_id": "<whole@touchpilot>",
+            "content": {"subject": "Hello", "text": "Hi Ann\n"},
+        }))
+        .await
+        .expect("written");
+    let mut names: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], ".0193-fresh.eml.tmp");
+    assert!(names[1].ends_with(".eml"), "{names:?}");
+    let eml = std::fs::read_to_string(outbox.join(&names[1])).unwrap();
+    assert!(eml.contains("Message-ID: <whole@touchpilot>"), "{eml}");
+    assert!(eml.contains("Hi Ann"), "{eml}");
+}

@@ -169,7 +169,9 @@ fn touchpilot(args: &[&str], config: &Path) -> (i32, String) {
 fn emls(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|rd| {
-            rd.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .filter_map(|p| std::fs::read_to_string(p).ok())
                 .collect()
         })
         .unwrap_or_default()
