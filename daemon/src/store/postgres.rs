@@ -378,10 +378,10 @@ impl Store for PgStore {
         outcome: &Outcome,
         now: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let done = finish_in(&mut tx, id, token, outcome, now).await?;
-        tx.commit().await?;
-        Ok(done)
+        let done = self
+            .finish_many(&[(id.to_string(), token, outcome.clone())], now)
+            .await?;
+        Ok(done[0])
     }
 
     async fn outbox_state(&self, key: &str) -> Result<Option<OutboxState>> {
@@ -603,13 +603,77 @@ impl Store for PgStore {
         done: &[(String, i64, Outcome)],
         now: Timestamp,
     ) -> Result<Vec<bool>> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(done.len());
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement for the whole batch (a statement per claim was a
+        // third of the email worker's CPU on PostgreSQL): the claims end
+        // under their tokens, a sent email counts
+        // toward its address's cap and any other end gives a reservation
+        // back, all in this commit.
+        let mut ids = Vec::with_capacity(done.len());
+        let mut tokens = Vec::with_capacity(done.len());
+        let mut states = Vec::with_capacity(done.len());
+        let mut nexts = Vec::with_capacity(done.len());
+        let mut errors = Vec::with_capacity(done.len());
+        let mut uncounts = Vec::with_capacity(done.len());
+        let mut sent = Vec::with_capacity(done.len());
         for (id, token, outcome) in done {
-            out.push(finish_in(&mut tx, id, *token, outcome, now).await?);
+            let (state, next, error) = super::finish_columns(outcome);
+            ids.push(id.as_str());
+            tokens.push(*token);
+            states.push(state.as_str());
+            nexts.push(next.map(micros));
+            errors.push(error);
+            // A released claim was never tried: its attempt does not count.
+            uncounts.push(i64::from(*outcome == Outcome::Released));
+            sent.push(*outcome == Outcome::Sent);
+        }
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::int8[], $7::bool[])
+                     AS t(id, token, state, next_attempt, last_error, uncount, sent)
+             ), ended AS (
+                 UPDATE outbox o SET state = i.state, next_attempt = COALESCE(i.next_attempt, o.next_attempt),
+                     last_error = COALESCE(i.last_error, o.last_error), attempts = o.attempts - i.uncount,
+                     lease_until = NULL, updated = $8
+                 FROM input i
+                 WHERE o.id = i.id AND o.token = i.token AND o.state = 'sending'
+                 RETURNING o.id, o.kind, o.payload, i.sent, i.uncount
+             ), counted AS (
+                 INSERT INTO sends (address, at, outbox_id)
+                 SELECT translate(payload::jsonb ->> 'to', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), $8, id
+                 FROM ended WHERE sent AND kind = 'email' AND payload::jsonb ->> 'to' IS NOT NULL
+                 ON CONFLICT (outbox_id) DO NOTHING
+             ), given_back AS (
+                 DELETE FROM sends WHERE outbox_id IN (SELECT id FROM ended WHERE NOT sent)
+             )
+             SELECT id, uncount FROM ended",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&states)
+        .bind(&nexts)
+        .bind(&errors)
+        .bind(&uncounts)
+        .bind(&sent)
+        .bind(micros(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut released = false;
+        let ended: std::collections::HashSet<String> = rows
+            .iter()
+            .map(|r| {
+                released |= r.get::<i64, _>(1) == 1;
+                r.get::<String, _>(0)
+            })
+            .collect();
+        if released {
+            notify(&mut tx, OUTBOX_CHANNEL).await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(ids.iter().map(|id| ended.contains(*id)).collect())
     }
 
     async fn account_ids(&self, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
@@ -1005,61 +1069,6 @@ async fn step_in(c: &mut PgConnection, step: &Step, now: Timestamp) -> Result<()
         .await?;
     }
     Ok(())
-}
-
-/// Ends one claim inside `c`'s transaction (see `Store::finish`).
-async fn finish_in(
-    c: &mut PgConnection,
-    id: &str,
-    token: i64,
-    outcome: &Outcome,
-    now: Timestamp,
-) -> Result<bool> {
-    let (state, next, error) = super::finish_columns(outcome);
-    // A released claim was never tried: its attempt does not count.
-    let uncount = i64::from(*outcome == Outcome::Released);
-    let row = sqlx::query(
-        "UPDATE outbox SET state = $1, next_attempt = COALESCE($2, next_attempt), last_error = COALESCE($3, last_error),
-             attempts = attempts - $4, lease_until = NULL, updated = $5
-         WHERE id = $6 AND token = $7 AND state = 'sending'
-         RETURNING kind, payload",
-    )
-    .bind(state.as_str())
-    .bind(next.map(micros))
-    .bind(error)
-    .bind(uncount)
-    .bind(micros(now))
-    .bind(id)
-    .bind(token)
-    .fetch_optional(&mut *c)
-    .await?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    // A sent email counts toward its address's cap, in the same commit
-    // (already, when its send was reserved); any other end gives a
-    // reservation back.
-    if *outcome == Outcome::Sent && row.get::<String, _>("kind") == "email" {
-        let payload: serde_json::Value = serde_json::from_str(&row.get::<String, _>("payload"))
-            .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?;
-        if let Some(to) = payload.get("to").and_then(|t| t.as_str()) {
-            sqlx::query("INSERT INTO sends (address, at, outbox_id) VALUES ($1, $2, $3) ON CONFLICT (outbox_id) DO NOTHING")
-                .bind(to.to_ascii_lowercase())
-                .bind(micros(now))
-                .bind(id)
-                .execute(&mut *c)
-                .await?;
-        }
-    } else if *outcome != Outcome::Sent {
-        sqlx::query("DELETE FROM sends WHERE outbox_id = $1")
-            .bind(id)
-            .execute(&mut *c)
-            .await?;
-    }
-    if *outcome == Outcome::Released {
-        notify(c, OUTBOX_CHANNEL).await?;
-    }
-    Ok(true)
 }
 
 /// A database of its own for one test run or benchmark: created on an
