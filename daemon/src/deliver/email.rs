@@ -127,16 +127,14 @@ impl SmtpPool {
     }
 
     async fn connect_lettre(&self) -> Result<AsyncSmtpConnection, SendError> {
-        let where_ = format!("{}:{}", self.host, self.port);
-        let tcp = tokio::time::timeout(
-            self.timeout,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| SendError::Retryable(format!("smtp: connecting to {where_} timed out")))?
-        .map_err(|e| SendError::Retryable(format!("smtp: cannot connect to {where_}: {e}")))?;
-        // Best effort: without it messages are slower, not wrong.
-        let _ = tcp.set_nodelay(true);
+        let tcp = tokio::time::timeout(self.timeout, smtp::dial(&self.host, self.port))
+            .await
+            .map_err(|_| {
+                SendError::Retryable(format!(
+                    "smtp: connecting to {}:{} timed out",
+                    self.host, self.port
+                ))
+            })??;
         let stream = Coalesced {
             tcp,
             out: Vec::new(),
@@ -155,8 +153,7 @@ impl SmtpPool {
         match (self.starttls, offered) {
             (StartTls::Never, _) | (StartTls::Opportunistic, false) => {}
             (StartTls::Required, false) => {
-                // lettre's abort waits for the QUIT's answer: bounded.
-                let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+                Conn::Lettre(Box::new(conn)).close(self.timeout).await;
                 return Err(SendError::Retryable(format!(
                     "smtp: {}:{} does not offer STARTTLS, and the transport requires it",
                     self.host, self.port
@@ -510,13 +507,17 @@ fn remove_stale_temporaries(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        // The name first: only our temporaries are looked at further.
+        if !(name.starts_with('.') && name.ends_with(".eml.tmp")) {
+            continue;
+        }
         let old = entry
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age > Duration::from_secs(60));
-        if name.starts_with('.') && name.ends_with(".eml.tmp") && old {
+        if old {
             let _ = std::fs::remove_file(entry.path());
         }
     }

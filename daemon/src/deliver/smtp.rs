@@ -32,7 +32,6 @@ pub struct Extensions {
     pub eightbitmime: bool,
     pub smtputf8: bool,
     pub starttls: bool,
-    pub auth: bool,
 }
 
 impl Extensions {
@@ -46,7 +45,6 @@ impl Extensions {
                 "8BITMIME" => x.eightbitmime = true,
                 "SMTPUTF8" => x.smtputf8 = true,
                 "STARTTLS" => x.starttls = true,
-                "AUTH" => x.auth = true,
                 _ => {}
             }
         }
@@ -79,14 +77,11 @@ impl fmt::Display for Reply {
     }
 }
 
-/// A refusal, classified as the rest of the daemon expects: 5xx is final,
-/// anything else (4xx, a code that makes no sense here) is worth a retry.
+/// A refusal of part of a transaction, classified as the rest of the
+/// daemon expects: 5xx is final, anything else (4xx, a code that makes no
+/// sense here) is worth a retry.
 fn refused(what: &str, reply: &Reply) -> SendError {
-    let m = if reply.code < 400 {
-        format!("smtp: unexpected reply to {what}: {reply}")
-    } else {
-        format!("smtp: the server refused {what}: {reply}")
-    };
+    let m = refusal_text(what, reply);
     if (500..600).contains(&reply.code) {
         SendError::Fatal(m)
     } else {
@@ -94,12 +89,31 @@ fn refused(what: &str, reply: &Reply) -> SendError {
     }
 }
 
-/// The same refusal, retryable whatever its code.
-fn retry_later(e: SendError) -> SendError {
-    match e {
-        SendError::Fatal(m) => SendError::Retryable(m),
-        other => other,
+/// A refusal before any transaction (greeting, EHLO, HELO): about the
+/// relay, not the message, so retried whatever its code (a relay that
+/// greets with 554 is deferred, as postfix's `smtp_skip_5xx_greeting`
+/// does), never the end of the message.
+fn unavailable(what: &str, reply: &Reply) -> SendError {
+    SendError::Retryable(refusal_text(what, reply))
+}
+
+fn refusal_text(what: &str, reply: &Reply) -> String {
+    if reply.code < 400 {
+        format!("smtp: unexpected reply to {what}: {reply}")
+    } else {
+        format!("smtp: the server refused {what}: {reply}")
     }
+}
+
+/// A TCP connection to the relay with `TCP_NODELAY` set (best effort:
+/// without it messages are slower, not wrong), for our connections and
+/// lettre's alike. The caller bounds it with a timeout.
+pub async fn dial(host: &str, port: u16) -> Result<TcpStream, SendError> {
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| SendError::Retryable(format!("smtp: cannot connect to {host}:{port}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// One plain SMTP connection, greeted and ready for a transaction.
@@ -121,26 +135,17 @@ impl Connection {
     /// Connects (`TCP_NODELAY`), reads the greeting and says EHLO, or HELO
     /// if the server refuses EHLO. The caller bounds it with a timeout.
     pub async fn connect(host: &str, port: u16, hello: &str) -> Result<Connection, SendError> {
-        let tcp = TcpStream::connect((host, port)).await.map_err(|e| {
-            SendError::Retryable(format!("smtp: cannot connect to {host}:{port}: {e}"))
-        })?;
-        // Best effort: without it messages are slower, not wrong.
-        let _ = tcp.set_nodelay(true);
         let mut conn = Connection {
-            tcp,
+            tcp: dial(host, port).await?,
             input: Vec::with_capacity(4096),
             at: 0,
             output: Vec::with_capacity(4096),
             extensions: Extensions::default(),
             broken: false,
         };
-        // Refusals before any transaction are about the relay, not the
-        // message: a relay that greets with 554 or will not take our EHLO
-        // is retried later, never the end of the message (as postfix's
-        // `smtp_skip_5xx_greeting` defers it).
         let greeting = conn.reply().await?;
         if !greeting.positive() {
-            return Err(retry_later(refused("the connection", &greeting)));
+            return Err(unavailable("the connection", &greeting));
         }
         conn.command(&format!("EHLO {hello}\r\n")).await?;
         let ehlo = conn.reply().await?;
@@ -151,10 +156,10 @@ impl Connection {
             conn.command(&format!("HELO {hello}\r\n")).await?;
             let helo = conn.reply().await?;
             if !helo.positive() {
-                return Err(retry_later(refused("HELO", &helo)));
+                return Err(unavailable("HELO", &helo));
             }
         } else {
-            return Err(retry_later(refused("EHLO", &ehlo)));
+            return Err(unavailable("EHLO", &ehlo));
         }
         Ok(conn)
     }
@@ -514,6 +519,6 @@ mod tests {
             .to_vec(),
         };
         let x = Extensions::parse(&r);
-        assert!(x.pipelining && x.eightbitmime && x.auth && !x.starttls && !x.smtputf8);
+        assert!(x.pipelining && x.eightbitmime && !x.starttls && !x.smtputf8);
     }
 }
