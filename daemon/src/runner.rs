@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::engine::plan::{Content, PlannedAction, Target};
 use crate::engine::{AccountState, Decision, Engine, Mode, SkipReason};
 use crate::model::account::Account;
+use crate::model::event::Event;
 use crate::store::{NewOutbox, Result, Step, Store, StoreError, StoredEvent, TraceEntry};
 
 /// How many times a batch is recomputed when another writer moved first.
@@ -53,6 +54,20 @@ impl Progress {
         self.actions += other.actions;
         self.problems.extend(other.problems);
     }
+}
+
+/// What `Runner::ingest` did.
+#[derive(Debug, Default)]
+pub struct Ingest {
+    /// Per batch, in order.
+    pub ingested: Vec<crate::store::Ingested>,
+    /// Accepted events left for `apply_pending`.
+    pub unapplied: usize,
+    /// The earliest due time of the accounts stepped (the engine's timers
+    /// may need to wake sooner).
+    pub earliest_due: Option<Timestamp>,
+    /// The steps taken in the commit that stored the events.
+    pub progress: Progress,
 }
 
 /// A step being built: the account's state and what it produced.
@@ -244,6 +259,15 @@ impl<S: Store> Runner<S> {
             .store
             .commit_steps_claiming(&steps, now, handoff.lease)
             .await?;
+        self.hand_over(claimed, now).await?;
+        Ok(progress)
+    }
+
+    /// Sends claims made in a commit to the worker.
+    async fn hand_over(&self, claimed: Vec<crate::store::Claimed>, now: Timestamp) -> Result<()> {
+        let Some(handoff) = &self.handoff else {
+            return Ok(());
+        };
         if !claimed.is_empty()
             && let Err(unsent) = handoff.to.send(claimed).await
         {
@@ -256,7 +280,71 @@ impl<S: Store> Runner<S> {
                 .collect();
             self.store.finish_many(&back, now).await?;
         }
-        Ok(progress)
+        Ok(())
+    }
+
+    /// Stores several requests' events in one commit (group commit) and,
+    /// in that same commit, applies those the store can apply at once
+    /// (`Store::ingest_applying`): an event then costs one transaction,
+    /// not two, and its actions are claimed for the worker there too. The
+    /// rest wait for `apply_pending`. Events without a time take `now`,
+    /// as the store would record them. Should the steps fail to be
+    /// written, the events are stored as `ingest_many` stores them, for
+    /// the engine's next pass, and the failure is reported as a problem.
+    pub async fn ingest(&self, batches: &mut [Vec<Event>], now: Timestamp) -> Result<Ingest> {
+        for e in batches.iter_mut().flatten() {
+            e.at.get_or_insert(now);
+        }
+        let batches = &*batches;
+        let engine = self.engine();
+        let mut progress = Progress::default();
+        let mut earliest_due: Option<Timestamp> = None;
+        let lease = self.handoff.as_ref().map(|h| h.lease);
+        let plan = |ready: Vec<crate::store::Ready<'_>>| {
+            let mut steps = Vec::with_capacity(ready.len());
+            for mut r in ready {
+                r.events.sort_by_key(|a| (a.at, a.seq));
+                let mut p = Pending::new(r.loaded.state, Some(r.loaded.version));
+                for a in &r.events {
+                    let mut decisions = Vec::new();
+                    engine.apply_event(&mut p.state, a.event, a.at, Mode::Live, &mut decisions);
+                    p.record(decisions, Some(a.seq));
+                }
+                let (step, pr) = p.into_step(&engine);
+                earliest_due = earliest_due.into_iter().chain(step.next_due).min();
+                progress.absorb(pr);
+                steps.push(step);
+            }
+            steps
+        };
+        let applied = match self.store.ingest_applying(batches, now, lease, plan).await {
+            Ok(a) => a,
+            Err(
+                e @ (StoreError::Conflict(_)
+                | StoreError::AlreadyApplied(_)
+                | StoreError::Corrupt(_)),
+            ) => {
+                progress = Progress::default();
+                earliest_due = None;
+                progress
+                    .problems
+                    .push(format!("events stored for the engine's next pass: {e}"));
+                let ingested = self.store.ingest_many(batches, now).await?;
+                crate::store::Applied {
+                    unapplied: ingested.iter().map(|i| i.accepted).sum(),
+                    ingested,
+                    claimed: Vec::new(),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.hand_over(applied.claimed, now).await?;
+        Ok(Ingest {
+            ingested: applied.ingested,
+            unapplied: applied.unapplied,
+            earliest_due,
+            progress,
+        })
     }
 
     /// A first deployment's accounts: those not yet stored enter their

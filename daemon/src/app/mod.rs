@@ -226,16 +226,20 @@ pub async fn serve<S: Store + 'static>(
         wake_engine.clone(),
         shutdown.clone(),
     ));
+    let wake = Arc::new(Wake {
+        engine: wake_engine.clone(),
+        worker: wake_worker.clone(),
+        engine_until: std::sync::atomic::AtomicI64::new(AWAKE),
+    });
     tasks.spawn(ingest_loop(
         runner.clone(),
         ingest_rx,
-        wake_engine.clone(),
+        wake.clone(),
         counters.clone(),
     ));
     let engine_loop = tokio::spawn(engine_loop(
         runner.clone(),
-        wake_engine.clone(),
-        wake_worker.clone(),
+        wake.clone(),
         counters.clone(),
         shutdown.clone(),
     ));
@@ -430,6 +434,28 @@ async fn reload_loop<S: Store + 'static>(
     }
 }
 
+/// How the ingest wakes the loops after its commit applied events itself.
+struct Wake {
+    engine: Arc<Notify>,
+    worker: Arc<Notify>,
+    /// Until when the engine loop sleeps (µs since the epoch), or
+    /// `AWAKE` while it works: it sets this before reading what is due.
+    engine_until: std::sync::atomic::AtomicI64,
+}
+
+const AWAKE: i64 = i64::MIN;
+
+impl Wake {
+    /// Whether an account due at `due` would be stepped late by the
+    /// sleeping engine. While the engine is awake it may already have
+    /// read the due times, so yes: a wake-up costs it one more look.
+    fn engine_sleeps_past(&self, due: Option<Timestamp>) -> bool {
+        let Some(due) = due else { return false };
+        let until = self.engine_until.load(Ordering::SeqCst);
+        until == AWAKE || due.as_microsecond() < until
+    }
+}
+
 /// A request's events waiting for the group commit, and where to answer.
 pub type IngestRequest = (Vec<Event>, oneshot::Sender<Result<Ingested, String>>);
 
@@ -439,7 +465,7 @@ pub type IngestRequest = (Vec<Event>, oneshot::Sender<Result<Ingested, String>>)
 async fn ingest_loop<S: Store + 'static>(
     runner: Arc<Runner<S>>,
     mut rx: mpsc::Receiver<IngestRequest>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     counters: Arc<Counters>,
 ) {
     const MAX_EVENTS: usize = 20_000;
@@ -455,14 +481,21 @@ async fn ingest_loop<S: Store + 'static>(
                 Err(_) => break,
             }
         }
-        let (batches, replies): (Vec<Vec<Event>>, Vec<_>) = group.into_iter().unzip();
-        match runner.store.ingest_many(&batches, Timestamp::now()).await {
-            Ok(results) => {
-                for (n, reply) in results.into_iter().zip(replies) {
-                    counters.ingested(&n);
-                    let _ = reply.send(Ok(n));
+        let (mut batches, replies): (Vec<Vec<Event>>, Vec<_>) = group.into_iter().unzip();
+        match runner.ingest(&mut batches, Timestamp::now()).await {
+            Ok(done) => {
+                for (n, reply) in done.ingested.iter().zip(replies) {
+                    counters.ingested(n);
+                    let _ = reply.send(Ok(*n));
                 }
-                wake.notify_one();
+                counters.record(&done.progress);
+                log_problems(&done.progress);
+                if done.progress.actions > 0 {
+                    wake.worker.notify_one();
+                }
+                if done.unapplied > 0 || wake.engine_sleeps_past(done.earliest_due) {
+                    wake.engine.notify_one();
+                }
             }
             Err(e) => {
                 error!(error = %e, "storing events");
@@ -641,12 +674,12 @@ async fn pause(until: Option<Timestamp>, wake: &Notify, shutdown: &CancellationT
 
 async fn engine_loop<S: Store + 'static>(
     runner: Arc<Runner<S>>,
-    wake: Arc<Notify>,
-    wake_worker: Arc<Notify>,
+    wake: Arc<Wake>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
+        wake.engine_until.store(AWAKE, Ordering::SeqCst);
         let now = Timestamp::now();
         let mut planned = 0;
         let mut full = false;
@@ -665,7 +698,7 @@ async fn engine_loop<S: Store + 'static>(
             }
         }
         if planned > 0 {
-            wake_worker.notify_one();
+            wake.worker.notify_one();
         }
         if full && !shutdown.is_cancelled() {
             continue;
@@ -678,7 +711,11 @@ async fn engine_loop<S: Store + 'static>(
             .and_then(|e| e.first().map(|e| e.at));
         let next_due = runner.store.next_due().await.ok().flatten();
         let next = [next_event, next_due].into_iter().flatten().min();
-        if !pause(next, &wake, &shutdown).await {
+        wake.engine_until.store(
+            next.map_or(i64::MAX, |t| t.as_microsecond()),
+            Ordering::SeqCst,
+        );
+        if !pause(next, &wake.engine, &shutdown).await {
             return Ok(());
         }
     }

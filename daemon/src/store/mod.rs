@@ -64,6 +64,35 @@ pub struct StoredEvent {
     pub at: Timestamp,
 }
 
+/// An event just accepted, as the engine applies it: `at` is the event's
+/// own time or its receipt.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived<'a> {
+    pub seq: i64,
+    pub event: &'a Event,
+    pub at: Timestamp,
+}
+
+/// An account whose events just arrived can be stepped in the commit that
+/// stores them: it is stored, and no earlier event of it waits.
+#[derive(Debug)]
+pub struct Ready<'a> {
+    pub loaded: Loaded,
+    /// In arrival order.
+    pub events: Vec<Arrived<'a>>,
+}
+
+/// What `ingest_applying` did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Per batch, in order.
+    pub ingested: Vec<Ingested>,
+    /// Accepted events left for the engine's next pass (none were applied).
+    pub unapplied: usize,
+    /// The new outbox rows already due, claimed in the same commit.
+    pub claimed: Vec<Claimed>,
+}
+
 /// An account's state as stored, with the version that guards its update.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -494,6 +523,35 @@ pub trait Store: Send + Sync {
                 out.push(self.ingest(b, received).await?);
             }
             Ok(out)
+        }
+    }
+
+    /// `ingest_many`, and in the same commit the engine's steps for the
+    /// accepted events it can apply at once: those due at `received`
+    /// whose account is stored and has no earlier event waiting. `plan`
+    /// turns them into steps; their events are stored already applied,
+    /// and the steps' new rows due at `received` are claimed under `lease`
+    /// (as `commit_steps_claiming`). Every other accepted event waits for
+    /// the engine (`pending_events`), as after `ingest_many`. A store
+    /// without it (the default) only stores: the engine applies them all.
+    fn ingest_applying<F>(
+        &self,
+        batches: &[Vec<Event>],
+        received: Timestamp,
+        lease: Option<jiff::SignedDuration>,
+        plan: F,
+    ) -> impl Future<Output = Result<Applied>> + Send
+    where
+        F: for<'b> FnOnce(Vec<Ready<'b>>) -> Vec<Step> + Send,
+    {
+        let _ = (lease, plan);
+        async move {
+            let ingested = self.ingest_many(batches, received).await?;
+            Ok(Applied {
+                unapplied: ingested.iter().map(|i| i.accepted).sum(),
+                ingested,
+                claimed: Vec::new(),
+            })
         }
     }
 

@@ -10,6 +10,7 @@
 //! was most of the daemon's CPU under load. Only a FULL commit, which
 //! waits for the disk, leaves the async worker thread (`block_in_place`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -19,8 +20,8 @@ use tokio::sync::Mutex;
 
 use super::rows::{self as decode, instant, micros};
 use super::{
-    Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxState,
-    Outcome, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
+    Applied, Arrived, Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained,
+    OutboxState, Outcome, Ready, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
 };
 use crate::model::event::Event;
 
@@ -121,6 +122,11 @@ DROP INDEX outbox_due;
 CREATE INDEX outbox_due ON outbox (state, next_attempt) WHERE state IN ('pending', 'sending');
 DROP INDEX outbox_by_state;
 CREATE INDEX outbox_by_state ON outbox (state, updated) WHERE state IN ('dead', 'suppressed', 'missed');
+"#,
+    // Whether an account has an event waiting, asked before its new events
+    // are applied in the commit that stores them (`ingest_applying`).
+    r#"
+CREATE INDEX events_pending_by_account ON events (account, at) WHERE applied = 0;
 "#,
 ];
 
@@ -352,6 +358,35 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Ingested>> {
         self.write(Durability::Full, |c| {
             batches.iter().map(|b| ingest_in(c, b, received)).collect()
+        })
+        .await
+    }
+
+    async fn ingest_applying<F>(
+        &self,
+        batches: &[Vec<Event>],
+        received: Timestamp,
+        lease: Option<SignedDuration>,
+        plan: F,
+    ) -> Result<Applied>
+    where
+        F: for<'b> FnOnce(Vec<Ready<'b>>) -> Vec<Step> + Send,
+    {
+        let now = micros(received);
+        let until = lease.map(|l| micros(received.checked_add(l).unwrap_or(Timestamp::MAX)));
+        self.write(Durability::Full, |c| {
+            let (ingested, ready, unapplied) = ingest_ready_in(c, batches, now)?;
+            let mut claimed = Vec::new();
+            if !ready.is_empty() {
+                for step in plan(ready) {
+                    claimed.extend(step_in(c, &step, now, until)?);
+                }
+            }
+            Ok(Applied {
+                ingested,
+                unapplied,
+                claimed: decode::in_due_order(claimed),
+            })
         })
         .await
     }
@@ -976,6 +1011,87 @@ fn ingest_in(c: &Connection, events: &[Event], received: Timestamp) -> Result<In
         accepted,
         duplicates: events.len() - accepted,
     })
+}
+
+/// Stores a group's events (as `ingest_in`, batch by batch) and sorts
+/// out those that can be applied in this same transaction: due at `now`,
+/// of a stored account with no event waiting before them. Those are
+/// stored applied and returned per account, with the account's state;
+/// the others wait, counted in the third value.
+fn ingest_ready_in<'a>(
+    c: &Connection,
+    batches: &'a [Vec<Event>],
+    now: i64,
+) -> Result<(Vec<Ingested>, Vec<Ready<'a>>, usize)> {
+    let mut ready: Vec<Ready<'a>> = Vec::new();
+    // Per account of the group: its place in `ready`, or none when its
+    // events must wait.
+    let mut place: HashMap<&'a str, Option<usize>> = HashMap::new();
+    let mut load = c.prepare_cached("SELECT state, version FROM accounts WHERE id = ?1")?;
+    let mut waiting = c.prepare_cached(
+        "SELECT 1 FROM events WHERE account = ?1 AND applied = 0 AND at <= ?2 LIMIT 1",
+    )?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO events (id, account, type, at, received, data, applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO NOTHING",
+    )?;
+    let mut ingested = Vec::with_capacity(batches.len());
+    let mut unapplied = 0;
+    for batch in batches {
+        let mut accepted = 0;
+        for e in batch {
+            let at = e.at.map(micros).unwrap_or(now);
+            let slot = if at <= now {
+                match place.get(e.account.as_str()) {
+                    Some(slot) => *slot,
+                    None => {
+                        let mut rows = load.query([&e.account])?;
+                        let slot = match rows.next()? {
+                            Some(r) if !waiting.exists(params![e.account, now])? => {
+                                ready.push(Ready {
+                                    loaded: decode::loaded(r, &e.account)?,
+                                    events: Vec::new(),
+                                });
+                                Some(ready.len() - 1)
+                            }
+                            _ => None,
+                        };
+                        place.insert(&e.account, slot);
+                        slot
+                    }
+                }
+            } else {
+                None
+            };
+            let inserted = insert.execute(params![
+                e.id,
+                e.account,
+                e.kind,
+                at,
+                now,
+                json_text(&e.data)?,
+                i64::from(slot.is_some()),
+            ])?;
+            accepted += inserted;
+            if inserted == 0 {
+                continue;
+            }
+            match slot {
+                Some(i) => ready[i].events.push(Arrived {
+                    seq: c.last_insert_rowid(),
+                    event: e,
+                    at: instant(at)?,
+                }),
+                None => unapplied += 1,
+            }
+        }
+        ingested.push(Ingested {
+            accepted,
+            duplicates: batch.len() - accepted,
+        });
+    }
+    ready.retain(|r| !r.events.is_empty());
+    Ok((ingested, ready, unapplied))
 }
 
 /// Writes one step. With `claim_until`, its new outbox rows already due

@@ -700,6 +700,146 @@ async fn steps_claim_what_is_due_once<S: Store>(s: &S) -> usize {
     by_step.len() + by_step_again.len()
 }
 
+/// `ingest_applying`: the events it hands to `plan` are stored applied,
+/// with the steps and their claims, in one commit; every other accepted
+/// event waits for the engine. `fuses`: whether the store applies any at
+/// once (the default implementation only stores).
+async fn ingest_applies_what_is_ready<S: Store>(s: &S, fuses: bool) {
+    let now = t("2026-01-05T00:00:00Z");
+    let lease = SignedDuration::from_secs(60);
+    let new_account = |id: &str| Step {
+        state: state(id),
+        expected_version: None,
+        next_due: None,
+        applied: vec![],
+        outbox: vec![],
+        trace: vec![],
+    };
+    s.commit_steps(&[new_account("a"), new_account("b")])
+        .await
+        .unwrap();
+    // `b` has an event waiting: its new one must wait behind it.
+    s.ingest(&[event(Some("b0"), "b", "2026-01-02T00:00:00Z")], now)
+        .await
+        .unwrap();
+    let mut no_at = event(None, "a", "2026-01-01T00:00:00Z");
+    no_at.at = None;
+    let batches = vec![
+        vec![
+            event(Some("a1"), "a", "2026-01-04T00:00:00Z"),
+            event(Some("a1"), "a", "2026-01-04T00:00:00Z"),
+            event(Some("b1"), "b", "2026-01-04T00:00:00Z"),
+            event(Some("c1"), "c", "2026-01-04T00:00:00Z"),
+            event(Some("a-later"), "a", "2026-01-09T00:00:00Z"),
+        ],
+        vec![no_at],
+    ];
+    // A plan whose step is stale: nothing of the group is stored.
+    let stale = s
+        .ingest_applying(&batches, now, Some(lease), |ready: Vec<Ready<'_>>| {
+            ready
+                .into_iter()
+                .map(|r| Step {
+                    expected_version: Some(r.loaded.version + 7),
+                    ..new_account(r.loaded.state.id())
+                })
+                .collect()
+        })
+        .await;
+    if fuses {
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        assert_eq!(s.pending_events(100).await.unwrap().len(), 1);
+    } else {
+        assert_eq!(stale.unwrap().unapplied, 5, "stored, none applied");
+    }
+    let mut seen: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    let done = s
+        .ingest_applying(&batches, now, Some(lease), |ready: Vec<Ready<'_>>| {
+            ready
+                .into_iter()
+                .map(|r| {
+                    let id = r.loaded.state.id().to_string();
+                    seen.push((
+                        id.clone(),
+                        r.events.iter().map(|a| a.event.id.clone()).collect(),
+                    ));
+                    let outbox = r
+                        .events
+                        .iter()
+                        .map(|a| NewOutbox {
+                            account: id.clone(),
+                            ..email(&format!("k-{}", a.seq), "x@x.io", "2026-01-05T00:00:00Z")
+                        })
+                        .collect();
+                    Step {
+                        state: r.loaded.state,
+                        expected_version: Some(r.loaded.version),
+                        next_due: None,
+                        applied: vec![],
+                        outbox,
+                        trace: vec![],
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap();
+    if !fuses {
+        // The default stored the group the first time: all duplicates now.
+        assert_eq!(
+            done.ingested,
+            [
+                Ingested {
+                    accepted: 0,
+                    duplicates: 5
+                },
+                Ingested {
+                    accepted: 1,
+                    duplicates: 0
+                }
+            ]
+        );
+        assert!(seen.is_empty() && done.claimed.is_empty());
+        return;
+    }
+    assert_eq!(
+        done.ingested,
+        [
+            Ingested {
+                accepted: 4,
+                duplicates: 1
+            },
+            Ingested {
+                accepted: 1,
+                duplicates: 0
+            }
+        ]
+    );
+    assert_eq!(
+        seen,
+        [("a".to_string(), vec![Some("a1".to_string()), None])],
+        "only `a`'s due events: `b` has one waiting, `c` is unknown, `a-later` is not due"
+    );
+    assert_eq!(done.unapplied, 3);
+    assert_eq!(done.claimed.len(), 2);
+    assert!(done.claimed.iter().all(|c| c.token == 1 && c.attempts == 1));
+    let pending: Vec<Option<String>> = s
+        .pending_events(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event.id)
+        .collect();
+    assert_eq!(
+        pending,
+        [Some("b0"), Some("b1"), Some("c1"), Some("a-later")].map(|i| i.map(str::to_string))
+    );
+    assert_eq!(s.load_account("a").await.unwrap().unwrap().version, 2);
+    assert_eq!(s.load_account("b").await.unwrap().unwrap().version, 1);
+    // The claims are the worker's: not claimable again under their lease.
+    assert!(s.claim(ALL, now, lease, 100).await.unwrap().is_empty());
+}
+
 /// Two handles, as two processes would have, claim disjoint sets.
 async fn claims_are_disjoint<S: Store>(a: &S, b: &S) {
     let outbox: Vec<NewOutbox> = (0..200)
@@ -785,6 +925,20 @@ async fn sqlite_steps_claim_what_is_due_once() {
 async fn postgres_steps_claim_what_is_due_once() {
     on_postgres(|url| async move {
         steps_claim_what_is_due_once(&PgStore::open(&url).await.unwrap()).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_applies_ready_events_in_the_commit_that_stores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest_applies_what_is_ready(&open(&dir).await, true).await;
+}
+
+#[tokio::test]
+async fn postgres_stores_events_for_the_engine_to_apply() {
+    on_postgres(|url| async move {
+        ingest_applies_what_is_ready(&PgStore::open(&url).await.unwrap(), false).await;
     })
     .await;
 }

@@ -17,6 +17,7 @@ use touchpilot::deliver::email::Mailer;
 use touchpilot::deliver::webhook::Webhooks;
 use touchpilot::deliver::worker::Worker;
 use touchpilot::engine::Engine;
+use touchpilot::model::event::Event;
 use touchpilot::runner::Runner;
 use touchpilot::source::jsonl;
 use touchpilot::store::Store;
@@ -141,6 +142,16 @@ async fn start<B: Backend>(dir: &Path, db: &B) -> Runner<B::S> {
     Runner::new(db.open().await, engine)
 }
 
+/// How a run takes the fixture's events in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// All stored at the start, applied by the engine as they fall due.
+    Upfront,
+    /// Each one at its own time, one request each, as the HTTP API takes
+    /// them (`Runner::ingest`: the steps are taken in the same commit).
+    Live,
+}
+
 /// Runs a fixture through the daemon's runner; with `restart`, the process
 /// "crashes" after every step: a new store handle and runner carry on.
 async fn daemon_actions<B: Backend>(
@@ -149,6 +160,7 @@ async fn daemon_actions<B: Backend>(
     to: Timestamp,
     db: &B,
     restart: bool,
+    feed: Feed,
     hooks: &str,
 ) -> Vec<Action> {
     let mail = db.mail();
@@ -163,10 +175,27 @@ async fn daemon_actions<B: Backend>(
         })
         .unwrap();
     }
-    runner.store.ingest(&events, from).await.unwrap();
+    // Events in the order of their time (arrival order among equals).
+    let mut later: std::collections::VecDeque<Event> = Default::default();
+    match feed {
+        Feed::Upfront => {
+            runner.store.ingest(&events, from).await.unwrap();
+        }
+        Feed::Live => {
+            events.sort_by_key(|e| e.at.unwrap_or(from));
+            later.extend(events);
+        }
+    }
     // The virtual clock: jump to the next event or due time, events first.
     let mut now = from;
     loop {
+        let mut arriving = Vec::new();
+        while later.front().is_some_and(|e| e.at.unwrap_or(from) <= now) {
+            arriving.push(vec![later.pop_front().unwrap()]);
+        }
+        if !arriving.is_empty() {
+            runner.ingest(&mut arriving, now).await.unwrap();
+        }
         runner.apply_pending(now, 100_000).await.unwrap();
         if restart {
             runner = start(dir, db).await;
@@ -197,7 +226,8 @@ async fn daemon_actions<B: Backend>(
             .next_outbox_at(&["email", "webhook"])
             .await
             .unwrap();
-        let next = [next_event, next_due, next_out]
+        let next_arrival = later.front().map(|e| e.at.unwrap_or(from));
+        let next = [next_event, next_due, next_out, next_arrival]
             .into_iter()
             .flatten()
             .filter(|t| *t > now)
@@ -311,13 +341,33 @@ async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
         }
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let sim = simulate_actions(&dir, from, to);
-        let daemon = daemon_actions(&dir, from, to, &backend(&name).await, false, &hooks).await;
+        let daemon = daemon_actions(
+            &dir,
+            from,
+            to,
+            &backend(&name).await,
+            false,
+            Feed::Upfront,
+            &hooks,
+        )
+        .await;
         let restarted = daemon_actions(
             &dir,
             from,
             to,
             &backend(&format!("{name}-restarted")).await,
             true,
+            Feed::Upfront,
+            &hooks,
+        )
+        .await;
+        let live = daemon_actions(
+            &dir,
+            from,
+            to,
+            &backend(&format!("{name}-live")).await,
+            false,
+            Feed::Live,
             &hooks,
         )
         .await;
@@ -325,6 +375,13 @@ async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
         if restarted != daemon {
             failures.push(format!(
                 "{name}: restarting after every step changed the outbox"
+            ));
+        }
+        if live != daemon {
+            let only_live: Vec<_> = live.iter().filter(|a| !daemon.contains(a)).collect();
+            let only_upfront: Vec<_> = daemon.iter().filter(|a| !live.contains(a)).collect();
+            failures.push(format!(
+                "{name}: events taken in one by one at their time (applied as they are stored) changed the outbox:\n  only then: {only_live:?}\n  only when stored upfront: {only_upfront:?}"
             ));
         }
         if sim != daemon {
