@@ -19,6 +19,15 @@ use crate::store::{NewOutbox, Result, Step, Store, StoreError, StoredEvent, Trac
 
 /// How many times a batch is recomputed when another writer moved first.
 const CONFLICT_RETRIES: usize = 5;
+/// The most events a group commit steps itself (`Runner::ingest`). Small
+/// groups are what a latency-bound load sends (each client waits for its
+/// answer): stepping them in the commit that stores them saves a
+/// transaction and the read back. Larger groups come from a saturated
+/// API or from big NDJSON batches; they are stored only, and the engine
+/// loop steps them in larger batches beside the ingest, on the other
+/// core, rather than in the requests' path. Measured in BENCHMARKS.md
+/// (session 5).
+const FUSE_AT_MOST: usize = 24;
 
 pub struct Runner<S: Store> {
     pub store: S,
@@ -284,10 +293,11 @@ impl<S: Store> Runner<S> {
     }
 
     /// Stores several requests' events in one commit (group commit) and,
-    /// in that same commit, applies those the store can apply at once
-    /// (`Store::ingest_applying`): an event then costs one transaction,
-    /// not two, and its actions are claimed for the worker there too. The
-    /// rest wait for `apply_pending`. Events without a time take `now`,
+    /// for a group of at most `FUSE_AT_MOST` events, in that same commit
+    /// applies those the store can apply at once (`Store::ingest_applying`):
+    /// an event then costs one transaction, not two, and its actions are
+    /// claimed for the worker there too, as far as the worker has room.
+    /// The rest wait for `apply_pending`. Events without a time take `now`,
     /// as the store would record them. Should the steps fail to be
     /// written, the events are stored as `ingest_many` stores them, for
     /// the engine's next pass, and the failure is reported as a problem.
@@ -296,10 +306,26 @@ impl<S: Store> Runner<S> {
             e.at.get_or_insert(now);
         }
         let batches = &*batches;
+        if batches.iter().map(Vec::len).sum::<usize>() > FUSE_AT_MOST {
+            let ingested = self.store.ingest_many(batches, now).await?;
+            return Ok(Ingest {
+                unapplied: ingested.iter().map(|i| i.accepted).sum(),
+                ingested,
+                ..Ingest::default()
+            });
+        }
         let engine = self.engine();
         let mut progress = Progress::default();
         let mut earliest_due: Option<Timestamp> = None;
-        let lease = self.handoff.as_ref().map(|h| h.lease);
+        // Claim in the commit only what the worker has room for now: when
+        // it is behind, the rows wait in the outbox for its own claims
+        // (bigger batches) and the requests are not held up behind it.
+        let permit = self.handoff.as_ref().and_then(|h| h.to.try_reserve().ok());
+        let lease = self
+            .handoff
+            .as_ref()
+            .filter(|_| permit.is_some())
+            .map(|h| h.lease);
         let plan = |ready: Vec<crate::store::Ready<'_>>| {
             let mut steps = Vec::with_capacity(ready.len());
             for mut r in ready {
@@ -338,7 +364,11 @@ impl<S: Store> Runner<S> {
             }
             Err(e) => return Err(e),
         };
-        self.hand_over(applied.claimed, now).await?;
+        if let Some(permit) = permit
+            && !applied.claimed.is_empty()
+        {
+            permit.send(applied.claimed);
+        }
         Ok(Ingest {
             ingested: applied.ingested,
             unapplied: applied.unapplied,

@@ -638,3 +638,111 @@ async fn eml_files_appear_whole_and_crash_leftovers_are_cleared() {
     assert!(eml.contains("Message-ID: <whole@touchpilot>"), "{eml}");
     assert!(eml.contains("Hi Ann"), "{eml}");
 }
+
+/// The API's group commit (`Runner::ingest`): a small group's events are
+/// stepped in the commit that stores them and their due rows handed to the
+/// worker, as far as it has room; a worker with no room gets nothing and
+/// the rows wait in the outbox; a large group is stored for the engine.
+#[tokio::test]
+async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_worker_has_room() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "http://127.0.0.1:9");
+    let (config, _) =
+        touchpilot::config::load(&dir.path().join("touchpilot.yaml"), &|_| None).unwrap();
+    let engine = Engine::new(
+        Arc::new(config),
+        Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
+    );
+    let store = SqliteStore::open(&format!("sqlite:{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    let (to, mut handed) = tokio::sync::mpsc::channel(1);
+    let runner = Runner::new(store, engine).with_handoff(touchpilot::runner::Handoff {
+        lease: SignedDuration::from_secs(60),
+        to,
+    });
+    let acme = json!({"id": "a1", "name": "Acme", "contacts": [{"email": "ann@acme.example", "name": "Ann"}]});
+    let start = t("2026-03-02T10:00:00Z");
+    runner
+        .seed(vec![Account::from_json(acme).unwrap()], start)
+        .await
+        .unwrap();
+    let event = |id: String| Event {
+        id: Some(id),
+        account: "a1".into(),
+        kind: "ticket.created".into(),
+        at: None,
+        data: json!({"subject": "Login"}),
+    };
+    let states = async |runner: &Runner<SqliteStore>, id: &str| -> Vec<(String, OutboxState)> {
+        let mut rows: Vec<_> = runner
+            .store
+            .list_outbox(1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.key.contains(&format!("#{id}|")))
+            .map(|r| (r.key, r.state))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+
+    // One event: stepped in its commit; the webhooks due now are claimed
+    // there and handed over.
+    let now = t("2026-03-02T12:00:00Z");
+    let done = runner
+        .ingest(&mut [vec![event("t1".into())]], now)
+        .await
+        .unwrap();
+    assert_eq!((done.ingested[0].accepted, done.unapplied), (1, 0));
+    assert_eq!(done.progress.fired, 1);
+    assert!(runner.store.pending_events(10).await.unwrap().is_empty());
+    let mut claimed: Vec<String> = handed
+        .try_recv()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    claimed.sort();
+    let sending: Vec<String> = states(&runner, "t1")
+        .await
+        .into_iter()
+        .filter(|(_, s)| *s == OutboxState::Sending)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(claimed.len() >= 3, "the three webhooks: {claimed:?}");
+    assert_eq!(claimed, sending, "handed over exactly what was claimed");
+
+    // The worker is busy: t2's claims fill its one slot, so t3 is stepped
+    // with nothing claimed.
+    let busy = runner
+        .ingest(&mut [vec![event("t2".into())]], now)
+        .await
+        .unwrap();
+    assert_eq!(busy.unapplied, 0);
+    let t3 = runner
+        .ingest(&mut [vec![event("t3".into())]], now)
+        .await
+        .unwrap();
+    assert_eq!((t3.unapplied, t3.progress.fired), (0, 1));
+    let t3_rows = states(&runner, "t3").await;
+    assert_eq!(t3_rows.len(), 4, "{t3_rows:?}");
+    assert!(
+        t3_rows.iter().all(|(_, s)| *s == OutboxState::Pending),
+        "nothing claimed for a worker with no room: {t3_rows:?}"
+    );
+    assert!(handed.try_recv().is_ok(), "t2's claims");
+    assert!(handed.try_recv().is_err(), "and nothing for t3");
+
+    // A large group is stored only; the engine steps it.
+    let mut big: Vec<Vec<Event>> = (0..25).map(|i| vec![event(format!("b{i}"))]).collect();
+    let done = runner.ingest(&mut big, now).await.unwrap();
+    assert_eq!(done.unapplied, 25);
+    assert_eq!(done.progress.fired, 0);
+    assert_eq!(runner.store.pending_events(100).await.unwrap().len(), 25);
+    while handed.try_recv().is_ok() {}
+    let p = runner.apply_pending(now, 100).await.unwrap();
+    assert_eq!(p.fired, 25);
+    assert!(runner.store.pending_events(100).await.unwrap().is_empty());
+}
