@@ -82,6 +82,8 @@ pub struct ApiState<S: Store> {
     pub secret: Vec<u8>,
     pub ready: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
+    /// The connector plugins, for their figures on `/metrics`.
+    pub connectors: Option<crate::deliver::connector::Connectors>,
 }
 
 /// The largest request body accepted (events and accounts).
@@ -490,7 +492,56 @@ async fn metrics<S: Store + 'static>(State(st): State<Arc<ApiState<S>>>) -> Resp
             &[("", 0.0)],
         ),
     }
+    if let Some(connectors) = &st.connectors {
+        connector_metrics(&mut text, connectors);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Per connector: whether its plugin loaded, and the counters it reported
+/// (through the host's `metric` callback) with the host's own for it
+/// (`http_requests`, `http_failures`). A plugin's names are its own, so
+/// they are a label of one family rather than families of their own.
+fn connector_metrics(text: &mut String, connectors: &crate::deliver::connector::Connectors) {
+    use std::fmt::Write as _;
+    let plugins = &connectors.host.plugins;
+    if plugins.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        text,
+        "# HELP touchpilot_connector_up Whether the connector's plugin is loaded (0: it failed to load; its actions are retried).\n# TYPE touchpilot_connector_up gauge"
+    );
+    for (name, plugin) in plugins {
+        let _ = writeln!(
+            text,
+            "touchpilot_connector_up{{connector=\"{}\"}} {}",
+            label(name),
+            u8::from(plugin.is_ok())
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP touchpilot_connector_reported_total Counters a connector plugin reported, and the host's own for it, by name.\n# TYPE touchpilot_connector_reported_total counter"
+    );
+    for (name, plugin) in plugins {
+        let Ok(plugin) = plugin else { continue };
+        for (counter, value) in plugin.ctx.counters() {
+            let _ = writeln!(
+                text,
+                "touchpilot_connector_reported_total{{connector=\"{}\",name=\"{}\"}} {value}",
+                label(name),
+                label(&counter)
+            );
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 async fn unsubscribe_page<S: Store + 'static>(

@@ -195,6 +195,7 @@ pub async fn serve<S: Store + 'static>(
         secret,
         ready: ready.clone(),
         counters: counters.clone(),
+        connectors: Some(connectors.clone()),
     });
 
     // Other instances sharing the store wake these loops too.

@@ -89,6 +89,14 @@ impl HostCtx {
             .unwrap_or(0.0)
     }
 
+    /// Every counter so far, by name.
+    pub fn counters(&self) -> Vec<(String, f64)> {
+        self.metrics
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
     fn add(&self, name: &str, value: f64) {
         if let Ok(mut m) = self.metrics.lock() {
             *m.entry(name.to_string()).or_default() += value;

@@ -1501,6 +1501,34 @@ mod daemon {
         );
         assert_eq!(t[0]["associations"][0]["to"]["id"], "500123");
 
+        // The plugins' figures are on /metrics with the daemon's own.
+        let metrics = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for connector in ["hubspot", "zendesk"] {
+            assert!(
+                metrics.contains(&format!(
+                    "touchpilot_connector_up{{connector=\"{connector}\"}} 1\n"
+                )),
+                "{metrics}"
+            );
+            let requests = metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "touchpilot_connector_reported_total{{connector=\"{connector}\",name=\"http_requests\"}} "
+                    ))
+                })
+                .unwrap_or_else(|| panic!("no http_requests for {connector}:\n{metrics}"));
+            assert!(
+                requests.parse::<f64>().unwrap() >= 1.0,
+                "{connector}: {requests}"
+            );
+        }
+
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(20), task)
             .await

@@ -564,6 +564,7 @@ async fn a_one_click_unsubscribe_stops_mail_already_in_the_outbox() {
         secret,
         ready: Arc::new(AtomicBool::new(true)),
         counters: Arc::new(Counters::default()),
+        connectors: None,
     });
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
     // RFC 8058: a POST with `List-Unsubscribe=One-Click`, no confirmation.
