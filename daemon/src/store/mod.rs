@@ -530,10 +530,10 @@ pub trait Store: Send + Sync {
     /// accepted events it can apply at once: those due at `received`
     /// whose account is stored and has no earlier event waiting. `plan`
     /// turns them into steps; their events are stored already applied,
-    /// and the steps' new rows due at `received` are claimed under `lease`
-    /// (as `commit_steps_claiming`). Every other accepted event waits for
-    /// the engine (`pending_events`), as after `ingest_many`. A store
-    /// without it (the default) only stores: the engine applies them all.
+    /// and, in a store that claims at step time, the steps' new rows due
+    /// at `received` are claimed under `lease` (as `commit_steps_claiming`).
+    /// Every other accepted event waits for the engine (`pending_events`),
+    /// as after `ingest_many`.
     fn ingest_applying<F>(
         &self,
         batches: &[Vec<Event>],
@@ -542,18 +542,7 @@ pub trait Store: Send + Sync {
         plan: F,
     ) -> impl Future<Output = Result<Applied>> + Send
     where
-        F: for<'b> FnOnce(Vec<Ready<'b>>) -> Vec<Step> + Send,
-    {
-        let _ = (lease, plan);
-        async move {
-            let ingested = self.ingest_many(batches, received).await?;
-            Ok(Applied {
-                unapplied: ingested.iter().map(|i| i.accepted).sum(),
-                ingested,
-                claimed: Vec::new(),
-            })
-        }
-    }
+        F: for<'b> FnOnce(Vec<Ready<'b>>) -> Vec<Step> + Send;
 
     /// Accepts events and moves a source's cursor (as `set_cursor`) in one
     /// commit, so that a restart neither reads them again nor skips any.
