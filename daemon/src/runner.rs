@@ -247,14 +247,13 @@ impl<S: Store> Runner<S> {
     async fn commit(
         &self,
         engine: &Engine,
-        built: Vec<Pending>,
+        mut built: Vec<Pending>,
         now: Timestamp,
     ) -> Result<Progress> {
         let mut progress = Progress::default();
         let mut steps = Vec::with_capacity(built.len());
         // In account order, as every writer takes them: two transactions
         // stepping the same accounts wait for each other, never deadlock.
-        let mut built = built;
         built.sort_by(|a, b| a.state.id().cmp(b.state.id()));
         for p in built {
             let (step, pr) = p.into_step(engine);

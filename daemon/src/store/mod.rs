@@ -82,6 +82,67 @@ pub struct Ready<'a> {
     pub events: Vec<Arrived<'a>>,
 }
 
+/// `ingest_applying`'s bookkeeping while a store inserts a group's events,
+/// batch by batch: what each batch accepted, which accepted events go to
+/// `plan` (under their account in `ready`) and how many wait.
+pub(crate) struct Sorting<'a> {
+    /// The accounts whose events can be applied at once.
+    pub ready: Vec<Ready<'a>>,
+    ingested: Vec<Ingested>,
+    accepted: usize,
+    unapplied: usize,
+}
+
+impl<'a> Sorting<'a> {
+    pub(crate) fn new(ready: Vec<Ready<'a>>, batches: usize) -> Sorting<'a> {
+        Sorting {
+            ready,
+            ingested: Vec::with_capacity(batches),
+            accepted: 0,
+            unapplied: 0,
+        }
+    }
+
+    /// One event of the current batch: stored as `seq` (`None`: a
+    /// duplicate, not stored), to be applied with the account at `slot`
+    /// of `ready`, or (`None`) left for the engine.
+    pub(crate) fn event(
+        &mut self,
+        event: &'a Event,
+        at: Timestamp,
+        slot: Option<usize>,
+        seq: Option<i64>,
+    ) {
+        let Some(seq) = seq else { return };
+        self.accepted += 1;
+        match slot {
+            Some(i) => self.ready[i].events.push(Arrived { seq, event, at }),
+            None => self.unapplied += 1,
+        }
+    }
+
+    /// Ends a batch of `len` events.
+    pub(crate) fn end_batch(&mut self, len: usize) {
+        self.ingested.push(Ingested {
+            accepted: self.accepted,
+            duplicates: len - self.accepted,
+        });
+        self.accepted = 0;
+    }
+
+    /// The accounts to step (those with events to apply), and the result
+    /// without claims.
+    pub(crate) fn finish(mut self) -> (Vec<Ready<'a>>, Applied) {
+        self.ready.retain(|r| !r.events.is_empty());
+        let applied = Applied {
+            ingested: self.ingested,
+            unapplied: self.unapplied,
+            claimed: Vec::new(),
+        };
+        (self.ready, applied)
+    }
+}
+
 /// What `ingest_applying` did.
 #[derive(Debug, Default)]
 pub struct Applied {

@@ -25,8 +25,8 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 
 use super::rows::{self as decode, instant, micros};
 use super::{
-    Applied, Arrived, Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained,
-    OutboxRow, OutboxState, Outcome, Ready, Result, Stats, Step, Store, StoreError, StoredEvent,
+    Applied, Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained, OutboxRow,
+    OutboxState, Outcome, Ready, Result, Sorting, Stats, Step, Store, StoreError, StoredEvent,
     TraceEntry, Wakers,
 };
 use crate::model::event::Event;
@@ -583,22 +583,19 @@ impl Store for PgStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        let mut ready: Vec<Ready<'_>> = Vec::with_capacity(rows.len());
+        let mut sorting = Sorting::new(Vec::with_capacity(rows.len()), batches.len());
         let mut place = std::collections::HashMap::with_capacity(rows.len());
         for r in &rows {
             let id: String = r.get("id");
-            ready.push(Ready {
+            sorting.ready.push(Ready {
                 loaded: decode::loaded(r, &id)?,
                 events: Vec::new(),
             });
-            place.insert(id, ready.len() - 1);
+            place.insert(id, sorting.ready.len() - 1);
         }
         // One statement per event (a group is small): each one's `seq`
         // comes back, and only an event just inserted is applied.
-        let mut ingested = Vec::with_capacity(batches.len());
-        let mut unapplied = 0;
         for batch in batches {
-            let mut accepted = 0;
             for e in batch {
                 let t = at(e);
                 let slot = place.get(&e.account).copied().filter(|_| t <= now);
@@ -617,37 +614,21 @@ impl Store for PgStore {
                 .bind(i16::from(slot.is_some()))
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(seq) = seq else { continue };
-                accepted += 1;
-                match slot {
-                    Some(i) => ready[i].events.push(Arrived {
-                        seq,
-                        event: e,
-                        at: instant(t)?,
-                    }),
-                    None => unapplied += 1,
-                }
+                sorting.event(e, instant(t)?, slot, seq);
             }
-            ingested.push(Ingested {
-                accepted,
-                duplicates: batch.len() - accepted,
-            });
+            sorting.end_batch(batch.len());
         }
-        ready.retain(|r| !r.events.is_empty());
+        let (ready, applied) = sorting.finish();
         if !ready.is_empty() {
             for step in plan(ready) {
                 step_in(&mut tx, &step, received).await?;
             }
         }
-        if unapplied > 0 {
+        if applied.unapplied > 0 {
             notify(&mut tx, ENGINE_CHANNEL).await?;
         }
         tx.commit().await?;
-        Ok(Applied {
-            ingested,
-            unapplied,
-            claimed: Vec::new(),
-        })
+        Ok(applied)
     }
 
     async fn cursor(&self, source: &str) -> Result<Option<Value>> {

@@ -20,8 +20,9 @@ use tokio::sync::Mutex;
 
 use super::rows::{self as decode, instant, micros};
 use super::{
-    Applied, Arrived, Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained,
-    OutboxState, Outcome, Ready, Result, Stats, Step, Store, StoreError, StoredEvent, TraceEntry,
+    Applied, Claimed, DayCount, DisabledEndpoint, Ingested, Listed, Loaded, Maintained,
+    OutboxState, Outcome, Ready, Result, Sorting, Stats, Step, Store, StoreError, StoredEvent,
+    TraceEntry,
 };
 use crate::model::event::Event;
 
@@ -375,18 +376,15 @@ impl Store for SqliteStore {
         let now = micros(received);
         let until = lease.map(|l| micros(received.checked_add(l).unwrap_or(Timestamp::MAX)));
         self.write(Durability::Full, |c| {
-            let (ingested, ready, unapplied) = ingest_ready_in(c, batches, now)?;
+            let (ready, mut applied) = ingest_ready_in(c, batches, now)?.finish();
             let mut claimed = Vec::new();
             if !ready.is_empty() {
                 for step in plan(ready) {
                     claimed.extend(step_in(c, &step, now, until)?);
                 }
             }
-            Ok(Applied {
-                ingested,
-                unapplied,
-                claimed: decode::in_due_order(claimed),
-            })
+            applied.claimed = decode::in_due_order(claimed);
+            Ok(applied)
         })
         .await
     }
@@ -991,21 +989,11 @@ impl Store for SqliteStore {
 /// Events in arrival order (`seq` keeps it); one with an id accepted
 /// before is a duplicate.
 fn ingest_in(c: &Connection, events: &[Event], received: Timestamp) -> Result<Ingested> {
-    let mut insert = c.prepare_cached(
-        "INSERT INTO events (id, account, type, at, received, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (id) DO NOTHING",
-    )?;
     let received = micros(received);
+    let mut insert = c.prepare_cached(INSERT_EVENT)?;
     let mut accepted = 0;
     for e in events {
-        accepted += insert.execute(params![
-            e.id,
-            e.account,
-            e.kind,
-            e.at.map(micros).unwrap_or(received),
-            received,
-            json_text(&e.data)?,
-        ])?;
+        accepted += insert_event(&mut insert, e, received, false)?;
     }
     Ok(Ingested {
         accepted,
@@ -1013,17 +1001,35 @@ fn ingest_in(c: &Connection, events: &[Event], received: Timestamp) -> Result<In
     })
 }
 
+const INSERT_EVENT: &str = "INSERT INTO events (id, account, type, at, received, data, applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (id) DO NOTHING";
+
+/// One event received at `received` (its `at` when it has none), stored
+/// applied or waiting; 0 for a duplicate.
+fn insert_event(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    e: &Event,
+    received: i64,
+    applied: bool,
+) -> Result<usize> {
+    Ok(insert.execute(params![
+        e.id,
+        e.account,
+        e.kind,
+        e.at.map(micros).unwrap_or(received),
+        received,
+        json_text(&e.data)?,
+        i64::from(applied),
+    ])?)
+}
+
 /// Stores a group's events (as `ingest_in`, batch by batch) and sorts
 /// out those that can be applied in this same transaction: due at `now`,
 /// of a stored account with no event waiting before them. Those are
-/// stored applied and returned per account, with the account's state;
-/// the others wait, counted in the third value.
-fn ingest_ready_in<'a>(
-    c: &Connection,
-    batches: &'a [Vec<Event>],
-    now: i64,
-) -> Result<(Vec<Ingested>, Vec<Ready<'a>>, usize)> {
-    let mut ready: Vec<Ready<'a>> = Vec::new();
+/// stored applied and listed per account, with the account's state; the
+/// others wait.
+fn ingest_ready_in<'a>(c: &Connection, batches: &'a [Vec<Event>], now: i64) -> Result<Sorting<'a>> {
+    let mut sorting = Sorting::new(Vec::new(), batches.len());
     // Per account of the group: its place in `ready`, or none when its
     // events must wait.
     let mut place: HashMap<&'a str, Option<usize>> = HashMap::new();
@@ -1031,67 +1037,36 @@ fn ingest_ready_in<'a>(
     let mut waiting = c.prepare_cached(
         "SELECT 1 FROM events WHERE account = ?1 AND applied = 0 AND at <= ?2 LIMIT 1",
     )?;
-    let mut insert = c.prepare_cached(
-        "INSERT INTO events (id, account, type, at, received, data, applied) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (id) DO NOTHING",
-    )?;
-    let mut ingested = Vec::with_capacity(batches.len());
-    let mut unapplied = 0;
+    let mut insert = c.prepare_cached(INSERT_EVENT)?;
     for batch in batches {
-        let mut accepted = 0;
         for e in batch {
             let at = e.at.map(micros).unwrap_or(now);
-            let slot = if at <= now {
-                match place.get(e.account.as_str()) {
-                    Some(slot) => *slot,
-                    None => {
-                        let mut rows = load.query([&e.account])?;
-                        let slot = match rows.next()? {
-                            Some(r) if !waiting.exists(params![e.account, now])? => {
-                                ready.push(Ready {
-                                    loaded: decode::loaded(r, &e.account)?,
-                                    events: Vec::new(),
-                                });
-                                Some(ready.len() - 1)
-                            }
-                            _ => None,
-                        };
-                        place.insert(&e.account, slot);
-                        slot
-                    }
+            let slot = match place.get(e.account.as_str()) {
+                _ if at > now => None,
+                Some(slot) => *slot,
+                None => {
+                    let mut rows = load.query([&e.account])?;
+                    let slot = match rows.next()? {
+                        Some(r) if !waiting.exists(params![e.account, now])? => {
+                            sorting.ready.push(Ready {
+                                loaded: decode::loaded(r, &e.account)?,
+                                events: Vec::new(),
+                            });
+                            Some(sorting.ready.len() - 1)
+                        }
+                        _ => None,
+                    };
+                    place.insert(&e.account, slot);
+                    slot
                 }
-            } else {
-                None
             };
-            let inserted = insert.execute(params![
-                e.id,
-                e.account,
-                e.kind,
-                at,
-                now,
-                json_text(&e.data)?,
-                i64::from(slot.is_some()),
-            ])?;
-            accepted += inserted;
-            if inserted == 0 {
-                continue;
-            }
-            match slot {
-                Some(i) => ready[i].events.push(Arrived {
-                    seq: c.last_insert_rowid(),
-                    event: e,
-                    at: instant(at)?,
-                }),
-                None => unapplied += 1,
-            }
+            let stored = insert_event(&mut insert, e, now, slot.is_some())? == 1;
+            let seq = stored.then(|| c.last_insert_rowid());
+            sorting.event(e, instant(at)?, slot, seq);
         }
-        ingested.push(Ingested {
-            accepted,
-            duplicates: batch.len() - accepted,
-        });
+        sorting.end_batch(batch.len());
     }
-    ready.retain(|r| !r.events.is_empty());
-    Ok((ingested, ready, unapplied))
+    Ok(sorting)
 }
 
 /// Writes one step. With `claim_until`, its new outbox rows already due

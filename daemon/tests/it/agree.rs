@@ -329,6 +329,18 @@ async fn the_daemon_on_postgres_delivers_exactly_what_the_dry_run_prints() {
     .await;
 }
 
+/// What only `a` holds and what only `b` holds, named.
+fn differ(a_is: &str, a: &[Action], b_is: &str, b: &[Action]) -> String {
+    fn only<'x>(x: &'x [Action], y: &[Action]) -> Vec<&'x Action> {
+        x.iter().filter(|v| !y.contains(v)).collect()
+    }
+    format!(
+        "  only {a_is}: {:?}\n  only {b_is}: {:?}",
+        only(a, b),
+        only(b, a)
+    )
+}
+
 async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
     let (hooks, _received) = crate::deliver::receiver(&[]).await;
     let mut compared = 0;
@@ -341,36 +353,17 @@ async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
         }
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let sim = simulate_actions(&dir, from, to);
-        let daemon = daemon_actions(
-            &dir,
-            from,
-            to,
-            &backend(&name).await,
-            false,
-            Feed::Upfront,
-            &hooks,
-        )
-        .await;
-        let restarted = daemon_actions(
-            &dir,
-            from,
-            to,
-            &backend(&format!("{name}-restarted")).await,
-            true,
-            Feed::Upfront,
-            &hooks,
-        )
-        .await;
-        let live = daemon_actions(
-            &dir,
-            from,
-            to,
-            &backend(&format!("{name}-live")).await,
-            false,
-            Feed::Live,
-            &hooks,
-        )
-        .await;
+        // The same fixture three ways, each on a store of its own.
+        let mut runs = Vec::new();
+        for (suffix, restart, feed) in [
+            ("", false, Feed::Upfront),
+            ("-restarted", true, Feed::Upfront),
+            ("-live", false, Feed::Live),
+        ] {
+            let db = backend(&format!("{name}{suffix}")).await;
+            runs.push(daemon_actions(&dir, from, to, &db, restart, feed, &hooks).await);
+        }
+        let [daemon, restarted, live] = <[Vec<Action>; 3]>::try_from(runs).unwrap();
         compared += 1;
         if restarted != daemon {
             failures.push(format!(
@@ -378,17 +371,15 @@ async fn agree<B: Backend>(mut backend: impl AsyncFnMut(&str) -> B) {
             ));
         }
         if live != daemon {
-            let only_live: Vec<_> = live.iter().filter(|a| !daemon.contains(a)).collect();
-            let only_upfront: Vec<_> = daemon.iter().filter(|a| !live.contains(a)).collect();
             failures.push(format!(
-                "{name}: events taken in one by one at their time (applied as they are stored) changed the outbox:\n  only then: {only_live:?}\n  only when stored upfront: {only_upfront:?}"
+                "{name}: events taken in one by one at their time (applied as they are stored) changed the outbox:\n{}",
+                differ("then", &live, "when stored upfront", &daemon)
             ));
         }
         if sim != daemon {
-            let only_sim: Vec<_> = sim.iter().filter(|a| !daemon.contains(a)).collect();
-            let only_daemon: Vec<_> = daemon.iter().filter(|a| !sim.contains(a)).collect();
             failures.push(format!(
-                "{name}:\n  only in simulate: {only_sim:?}\n  only in the daemon: {only_daemon:?}"
+                "{name}:\n{}",
+                differ("in simulate", &sim, "in the daemon", &daemon)
             ));
         }
     }

@@ -169,6 +169,16 @@ async fn delivers_and_classifies_refusals(s: Server) {
     assert_eq!(std::fs::read_dir(s.maildir.path()).unwrap().count(), 2);
 }
 
+/// A mailer for a plain relay on 127.0.0.1:`port`.
+fn plain_mailer(port: u16) -> Mailer {
+    Mailer::new(
+        &format!("smtp://127.0.0.1:{port}"),
+        "a@b.io",
+        std::path::Path::new("."),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_server_that_is_not_there_is_retryable() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -176,12 +186,7 @@ async fn a_server_that_is_not_there_is_retryable() {
         .local_addr()
         .unwrap()
         .port();
-    let mailer = Mailer::new(
-        &format!("smtp://127.0.0.1:{port}"),
-        "a@b.io",
-        std::path::Path::new("."),
-    )
-    .unwrap();
+    let mailer = plain_mailer(port);
     match mailer.send(&payload("ann@acme.example")).await {
         Err(SendError::Retryable(_)) => {}
         other => panic!("a refused connection must be retryable: {other:?}"),
@@ -591,12 +596,7 @@ async fn a_relay_that_greets_with_a_5xx_is_retried_not_dead_lettered() {
         // Whatever comes next (QUIT or nothing) is read until the close.
         let _ = std::io::copy(&mut stream, &mut std::io::sink());
     });
-    let mailer = Mailer::new(
-        &format!("smtp://127.0.0.1:{port}"),
-        "a@b.io",
-        std::path::Path::new("."),
-    )
-    .unwrap();
+    let mailer = plain_mailer(port);
     match mailer.send(&payload("ann@acme.example")).await {
         Err(SendError::Retryable(e)) => assert!(e.contains("554"), "{e}"),
         other => panic!("a relay refusing the connection must be retried: {other:?}"),
