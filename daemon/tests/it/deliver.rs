@@ -746,4 +746,29 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
     let p = runner.apply_pending(now, 100).await.unwrap();
     assert_eq!(p.fired, 25);
     assert!(runner.store.pending_events(100).await.unwrap().is_empty());
+
+    // An account whose stored state cannot be read: the group commit
+    // cannot step it, so the event is still accepted and left for the
+    // engine, and the reason is reported, naming the account.
+    rusqlite::Connection::open(dir.path().join("t.db"))
+        .unwrap()
+        .execute("UPDATE accounts SET state = '{' WHERE id = 'a1'", [])
+        .unwrap();
+    let done = runner
+        .ingest(&mut [vec![event("c1".into())]], now)
+        .await
+        .unwrap();
+    assert_eq!((done.ingested[0].accepted, done.unapplied), (1, 1));
+    assert_eq!(done.progress.fired, 0);
+    assert!(
+        done.progress
+            .problems
+            .iter()
+            .any(|p| p.contains("engine's next pass") && p.contains("a1")),
+        "{:?}",
+        done.progress.problems
+    );
+    let pending = runner.store.pending_events(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event.id.as_deref(), Some("c1"));
 }
