@@ -1050,118 +1050,106 @@ async fn notify(c: &mut PgConnection, channel: &str) -> Result<()> {
     Ok(())
 }
 
-/// One engine step inside `c`'s transaction; an error means the caller
-/// must roll back.
+/// One engine step inside `c`'s transaction, in one statement (one round
+/// trip, where a statement per table took five); an error means the
+/// caller must roll back.
+///
+/// The sub-statements of a `WITH` run in the order the final `SELECT`
+/// reads them (the events, then the account), as the statements did one by
+/// one: whatever a concurrent step holds, this one waits for in the same
+/// order. Whatever the sub-statements wrote is undone with the
+/// transaction when the counts say the step is stale.
 async fn step_in(c: &mut PgConnection, step: &Step, now: Timestamp) -> Result<()> {
     let id = step.state.id().to_string();
     let state =
         serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let next_due = step.next_due.map(micros);
+    let n = step.outbox.len();
+    let (mut ids, mut keys, mut accounts, mut kinds, mut payloads) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut ats, mut states, mut errors) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for o in &step.outbox {
+        ids.push(uuid::Uuid::now_v7().to_string());
+        keys.push(o.key.clone());
+        accounts.push(o.account.clone());
+        kinds.push(o.kind.clone());
+        payloads.push(o.payload.to_string());
+        ats.push(micros(o.at));
+        states.push(if o.failure.is_some() { "dead" } else { "pending" });
+        errors.push(o.failure.clone());
+    }
+    let t = step.trace.len();
+    let (mut trace_ats, mut trace_kinds, mut details) =
+        (Vec::with_capacity(t), Vec::with_capacity(t), Vec::with_capacity(t));
+    for e in &step.trace {
+        trace_ats.push(micros(e.at));
+        trace_kinds.push(e.kind.clone());
+        details.push(e.detail.to_string());
+    }
+    // The outbox's unique key decides: however many instances computed
+    // this occurrence, one row exists.
+    let row = sqlx::query(
+        "WITH marked AS (
+             UPDATE events SET applied = 1 WHERE seq = ANY($1::bigint[]) AND applied = 0 RETURNING 1
+         ), updated AS (
+             UPDATE accounts SET state = $2::text, version = version + 1, next_due = $3::bigint
+             WHERE id = $5::text AND version = $4::bigint RETURNING 1
+         ), created AS (
+             INSERT INTO accounts (id, state, version, next_due)
+             SELECT $5::text, $2::text, 1, $3::bigint WHERE $4::bigint IS NULL
+             ON CONFLICT (id) DO NOTHING RETURNING 1
+         ), boxed AS (
+             INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
+             SELECT id, key, account, kind, payload, at, state, at, last_error, $14::bigint
+             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[])
+                  AS i (id, key, account, kind, payload, at, state, last_error)
+             ON CONFLICT (key) DO NOTHING
+         ), traced AS (
+             INSERT INTO trace (account, at, kind, detail)
+             SELECT $5::text, at, kind, detail
+             FROM UNNEST($15::bigint[], $16::text[], $17::text[]) WITH ORDINALITY AS i (at, kind, detail, n)
+             ORDER BY n
+         )
+         SELECT (SELECT count(*) FROM marked) AS marked,
+                (SELECT count(*) FROM updated) + (SELECT count(*) FROM created) AS written,
+                CASE WHEN cardinality($6::text[]) > 0 THEN pg_notify($18::text, '') END AS notified",
+    )
+    .bind(&step.applied)
+    .bind(&state)
+    .bind(next_due)
+    .bind(step.expected_version)
+    .bind(&id)
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&accounts)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&ats)
+    .bind(&states)
+    .bind(&errors)
+    .bind(micros(now))
+    .bind(&trace_ats)
+    .bind(&trace_kinds)
+    .bind(&details)
+    .bind(OUTBOX_CHANNEL)
+    .fetch_one(&mut *c)
+    .await?;
     // The events first: one another instance applied makes this step
     // stale whatever the account's version says.
-    if !step.applied.is_empty() {
-        let marked =
-            sqlx::query("UPDATE events SET applied = 1 WHERE seq = ANY($1) AND applied = 0")
-                .bind(&step.applied)
-                .execute(&mut *c)
-                .await?
-                .rows_affected();
-        if marked as usize != step.applied.len() {
-            return Err(StoreError::AlreadyApplied(id));
-        }
+    if row.get::<i64, _>("marked") as usize != step.applied.len() {
+        return Err(StoreError::AlreadyApplied(id));
     }
-    let written = match step.expected_version {
-        Some(v) => sqlx::query("UPDATE accounts SET state = $1, version = version + 1, next_due = $2 WHERE id = $3 AND version = $4")
-            .bind(&state)
-            .bind(next_due)
-            .bind(&id)
-            .bind(v)
-            .execute(&mut *c)
-            .await?
-            .rows_affected(),
-        None => sqlx::query("INSERT INTO accounts (id, state, version, next_due) VALUES ($1, $2, 1, $3) ON CONFLICT (id) DO NOTHING")
-            .bind(&id)
-            .bind(&state)
-            .bind(next_due)
-            .execute(&mut *c)
-            .await?
-            .rows_affected(),
-    };
-    if written != 1 {
+    if row.get::<i64, _>("written") != 1 {
         return Err(StoreError::Conflict(id));
-    }
-    if !step.outbox.is_empty() {
-        let n = step.outbox.len();
-        let (mut ids, mut keys, mut accounts, mut kinds, mut payloads) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut ats, mut states, mut errors) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for o in &step.outbox {
-            ids.push(uuid::Uuid::now_v7().to_string());
-            keys.push(o.key.clone());
-            accounts.push(o.account.clone());
-            kinds.push(o.kind.clone());
-            payloads.push(o.payload.to_string());
-            ats.push(micros(o.at));
-            states.push(
-                if o.failure.is_some() {
-                    "dead"
-                } else {
-                    "pending"
-                }
-                .to_string(),
-            );
-            errors.push(o.failure.clone());
-        }
-        // The unique key decides: however many instances computed this
-        // occurrence, one row exists.
-        sqlx::query(
-            "INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
-             SELECT id, key, account, kind, payload, at, state, at, last_error, $9
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[])
-                  AS i (id, key, account, kind, payload, at, state, last_error)
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&keys)
-        .bind(&accounts)
-        .bind(&kinds)
-        .bind(&payloads)
-        .bind(&ats)
-        .bind(&states)
-        .bind(&errors)
-        .bind(micros(now))
-        .execute(&mut *c)
-        .await?;
-        notify(c, OUTBOX_CHANNEL).await?;
-    }
-    if !step.trace.is_empty() {
-        let (mut ats, mut kinds, mut details) = (Vec::new(), Vec::new(), Vec::new());
-        for t in &step.trace {
-            ats.push(micros(t.at));
-            kinds.push(t.kind.clone());
-            details.push(t.detail.to_string());
-        }
-        sqlx::query(
-            "INSERT INTO trace (account, at, kind, detail)
-             SELECT $1, at, kind, detail
-             FROM UNNEST($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY AS i (at, kind, detail, n)
-             ORDER BY n",
-        )
-        .bind(&id)
-        .bind(&ats)
-        .bind(&kinds)
-        .bind(&details)
-        .execute(&mut *c)
-        .await?;
     }
     Ok(())
 }
