@@ -129,6 +129,10 @@ const MAINTAIN_LOCK: i64 = 0x7470_0002;
 const ADDRESS_LOCKS: i32 = 0x7470_0003;
 
 /// Channels: new input for the engines, new outbox rows for the workers.
+/// How long a pooled connection may stay idle before it is pinged ahead
+/// of its next use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub const ENGINE_CHANNEL: &str = "touchpilot_engine";
 pub const OUTBOX_CHANNEL: &str = "touchpilot_outbox";
 
@@ -196,7 +200,18 @@ impl PgStore {
             .max_connections(connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(true)
+            // A connection idle for a while is pinged before use (the
+            // server may have restarted meanwhile); one in steady use is
+            // not: a ping per acquire was a round trip per statement.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         let store = PgStore {
