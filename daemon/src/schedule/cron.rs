@@ -232,6 +232,12 @@ mod tests {
                 "2026-10-25T03:00:00Z"
             ]
         );
+        // Daily at the very start of the gap: fires at its end, not a day
+        // later.
+        assert_eq!(
+            run("0 2 * * *", "America/New_York", "2025-03-08T07:00:00Z", 2),
+            ["2025-03-09T07:00:00Z", "2025-03-10T06:00:00Z"]
+        );
         // Every 20 minutes in a skipped hour: one firing at the gap's end.
         assert_eq!(
             run(

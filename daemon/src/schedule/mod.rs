@@ -21,10 +21,15 @@ pub fn local_instant(tz: &TimeZone, dt: DateTime) -> Timestamp {
         AmbiguousOffset::Fold { before, .. } => before.to_timestamp(dt).unwrap_or(Timestamp::MAX),
         AmbiguousOffset::Gap { before, .. } => {
             // Read with the offset in force before the jump, the wall time
-            // lies after the transition; the transition itself is the first
-            // instant after the gap.
+            // lies at or after the transition; the transition itself is the
+            // first instant after the gap. `preceding` excludes its bound,
+            // and a wall time at the very start of the gap (02:00 when 02:00
+            // becomes 03:00) reads as the transition itself.
             let past = before.to_timestamp(dt).unwrap_or(Timestamp::MAX);
-            tz.preceding(past)
+            let bound = past
+                .checked_add(jiff::SignedDuration::from_nanos(1))
+                .unwrap_or(past);
+            tz.preceding(bound)
                 .next()
                 .map(|t| t.timestamp())
                 .unwrap_or(past)
@@ -61,6 +66,9 @@ mod tests {
         let ny = TimeZone::get("America/New_York").unwrap();
         let d = Date::new(2026, 3, 8).unwrap();
         assert_eq!(at_local(&ny, d, 2, 30), ts("2026-03-08T07:00:00Z"));
+        // The very start of the gap (found by the cron property test: a
+        // daily 02:00 was skipped on the day clocks go forward).
+        assert_eq!(at_local(&ny, d, 2, 0), ts("2026-03-08T07:00:00Z"));
         assert_eq!(at_local(&ny, d, 3, 0), ts("2026-03-08T07:00:00Z"));
         assert_eq!(at_local(&ny, d, 1, 59), ts("2026-03-08T06:59:00Z"));
     }
