@@ -41,7 +41,25 @@ pub struct Runner<S: Store> {
 /// Without it, such rows wait for the worker's next claim.
 pub struct Handoff {
     pub lease: jiff::SignedDuration,
-    pub to: tokio::sync::mpsc::Sender<Vec<crate::store::Claimed>>,
+    pub to: tokio::sync::mpsc::Sender<Handed>,
+}
+
+/// Claims made in one commit, handed to the worker.
+#[derive(Debug)]
+pub struct Handed {
+    /// Taken before the commit that claimed them: their lease runs from
+    /// no earlier than this, so the worker can tell how much of it is
+    /// left (`fresh`).
+    pub at: std::time::Instant,
+    pub claims: Vec<crate::store::Claimed>,
+}
+
+/// Whether a claim made at `at` can still be sent well within `lease`: at
+/// most half of it has passed. A claim sent later could outlive its lease
+/// mid-send, and another instance would send the row too.
+pub fn fresh(at: std::time::Instant, lease: jiff::SignedDuration) -> bool {
+    let lease = std::time::Duration::try_from(lease).unwrap_or_default();
+    at.elapsed() <= lease / 2
 }
 
 /// What a call did, for logs and metrics.
@@ -267,26 +285,28 @@ impl<S: Store> Runner<S> {
             self.store.commit_steps(&steps).await?;
             return Ok(progress);
         };
-        let claimed = self
+        let at = std::time::Instant::now();
+        let claims = self
             .store
             .commit_steps_claiming(&steps, now, handoff.lease)
             .await?;
-        self.hand_over(claimed, now).await?;
+        self.hand_over(Handed { at, claims }, now).await?;
         Ok(progress)
     }
 
     /// Sends claims made in a commit to the worker.
-    async fn hand_over(&self, claimed: Vec<crate::store::Claimed>, now: Timestamp) -> Result<()> {
+    async fn hand_over(&self, claimed: Handed, now: Timestamp) -> Result<()> {
         let Some(handoff) = &self.handoff else {
             return Ok(());
         };
-        if !claimed.is_empty()
+        if !claimed.claims.is_empty()
             && let Err(unsent) = handoff.to.send(claimed).await
         {
             // The worker has stopped: the claims go back, untried, for the
             // next start (rather than waiting out their lease).
             let back: Vec<_> = unsent
                 .0
+                .claims
                 .into_iter()
                 .map(|c| (c.id, c.token, crate::store::Outcome::Released))
                 .collect();
@@ -324,6 +344,7 @@ impl<S: Store> Runner<S> {
         // it is behind, the rows wait in the outbox for its own claims
         // (bigger batches) and the requests are not held up behind it.
         let permit = self.handoff.as_ref().and_then(|h| h.to.try_reserve().ok());
+        let claimed_at = std::time::Instant::now();
         let lease = self
             .handoff
             .as_ref()
@@ -370,7 +391,10 @@ impl<S: Store> Runner<S> {
         if let Some(permit) = permit
             && !applied.claimed.is_empty()
         {
-            permit.send(applied.claimed);
+            permit.send(Handed {
+                at: claimed_at,
+                claims: applied.claimed,
+            });
         }
         Ok(Ingest {
             ingested: applied.ingested,
@@ -670,5 +694,22 @@ pub fn outbox_row(a: &PlannedAction, cause: Option<i64>) -> NewOutbox {
         payload,
         at: a.at,
         failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use jiff::SignedDuration;
+
+    #[test]
+    fn a_handed_claim_is_sent_only_within_half_its_lease() {
+        let lease = SignedDuration::from_secs(60);
+        assert!(super::fresh(Instant::now(), lease));
+        let earlier = |s| Instant::now().checked_sub(Duration::from_secs(s)).unwrap();
+        assert!(super::fresh(earlier(29), lease));
+        assert!(!super::fresh(earlier(31), lease), "past half the lease");
+        assert!(!super::fresh(earlier(1), SignedDuration::ZERO));
     }
 }

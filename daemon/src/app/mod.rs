@@ -725,7 +725,7 @@ async fn engine_loop<S: Store + 'static>(
 async fn worker_loop<S: Store + 'static>(
     runner: Arc<Runner<S>>,
     worker: Arc<RwLock<Arc<Worker>>>,
-    mut handed: mpsc::Receiver<Vec<crate::store::Claimed>>,
+    mut handed: mpsc::Receiver<crate::runner::Handed>,
     wake: Arc<Notify>,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
@@ -733,7 +733,8 @@ async fn worker_loop<S: Store + 'static>(
     let mut last_due = std::time::Instant::now();
     // Handed claims not yet delivered: a step can hand over more than a
     // batch, and a batch holds the writer only as long as a claim's would.
-    let mut waiting: std::collections::VecDeque<crate::store::Claimed> = Default::default();
+    let mut waiting: std::collections::VecDeque<(std::time::Instant, crate::store::Claimed)> =
+        Default::default();
     loop {
         let current = worker.read().unwrap_or_else(|e| e.into_inner()).clone();
         let stop = || shutdown.is_cancelled();
@@ -741,12 +742,31 @@ async fn worker_loop<S: Store + 'static>(
         // back untried when stopping), then what fell due otherwise.
         while waiting.len() < DELIVERY_BATCH as usize {
             match handed.try_recv() {
-                Ok(c) => waiting.extend(c),
+                Ok(h) => waiting.extend(h.claims.into_iter().map(|c| (h.at, c))),
                 Err(_) => break,
             }
         }
         let take = waiting.len().min(DELIVERY_BATCH as usize);
-        let claims: Vec<_> = waiting.drain(..take).collect();
+        // A claim that waited here for half its lease goes back to the
+        // outbox untried, claimable at once: sent now, it could outlive its
+        // lease mid-send while another instance sends the row too.
+        let (claims, stale): (Vec<_>, Vec<_>) = waiting
+            .drain(..take)
+            .partition(|(at, _)| crate::runner::fresh(*at, current.delivery.lease));
+        let claims: Vec<_> = claims.into_iter().map(|(_, c)| c).collect();
+        if !stale.is_empty() {
+            let back: Vec<_> = stale
+                .into_iter()
+                .map(|(_, c)| (c.id, c.token, crate::store::Outcome::Released))
+                .collect();
+            warn!(
+                claims = back.len(),
+                "handed claims waited half their lease: back to the outbox"
+            );
+            if let Err(e) = runner.store.finish_many(&back, Timestamp::now()).await {
+                error!(error = %e, "handing back stale claims");
+            }
+        }
         let was_handed = !claims.is_empty();
         let mut full = false;
         if was_handed {
@@ -769,10 +789,10 @@ async fn worker_loop<S: Store + 'static>(
         }
         if shutdown.is_cancelled() {
             handed.close();
-            while let Ok(c) = handed.try_recv() {
-                waiting.extend(c);
+            while let Ok(h) = handed.try_recv() {
+                waiting.extend(h.claims.into_iter().map(|c| (h.at, c)));
             }
-            let rest: Vec<_> = waiting.drain(..).collect();
+            let rest: Vec<_> = waiting.drain(..).map(|(_, c)| c).collect();
             report(
                 &counters,
                 current

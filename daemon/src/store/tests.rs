@@ -906,7 +906,11 @@ async fn sqlite_steps_claim_what_is_due_once() {
 #[tokio::test]
 async fn postgres_steps_claim_what_is_due_once() {
     on_postgres(|url| async move {
-        steps_claim_what_is_due_once(&PgStore::open(&url).await.unwrap()).await;
+        let by_steps = steps_claim_what_is_due_once(&PgStore::open(&url).await.unwrap()).await;
+        assert_eq!(
+            by_steps, 3,
+            "PostgreSQL claims due rows in the step's transaction"
+        );
     })
     .await;
 }
@@ -920,7 +924,7 @@ async fn sqlite_applies_ready_events_in_the_commit_that_stores_them() {
 #[tokio::test]
 async fn postgres_applies_ready_events_in_the_transaction_that_stores_them() {
     on_postgres(|url| async move {
-        ingest_applies_what_is_ready(&PgStore::open(&url).await.unwrap(), false).await;
+        ingest_applies_what_is_ready(&PgStore::open(&url).await.unwrap(), true).await;
     })
     .await;
 }

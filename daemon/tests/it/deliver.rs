@@ -702,6 +702,7 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
     let mut claimed: Vec<String> = handed
         .try_recv()
         .unwrap()
+        .claims
         .into_iter()
         .map(|c| c.key)
         .collect();
