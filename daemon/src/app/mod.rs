@@ -162,7 +162,8 @@ pub async fn serve<S: Store + 'static>(
     let links = crate::deliver::unsubscribe_links(public.clone(), secret.clone());
     // Rows a step creates already due go straight to the worker, claimed
     // in the step's commit. Bounded: a worker that falls behind slows the
-    // engine, and a handed claim never waits long enough to lose its lease.
+    // engine; and a handed claim that waited half its lease anyway goes
+    // back to the outbox untried (`worker_loop`).
     let (handoff, handed) = mpsc::channel(HANDOFF_BATCHES);
     let runner = Arc::new(
         Runner::new(store, Engine::new(config.clone(), links.clone())).with_handoff(
