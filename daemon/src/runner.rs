@@ -62,6 +62,47 @@ pub fn fresh(at: std::time::Instant, lease: jiff::SignedDuration) -> bool {
     at.elapsed() <= lease / 2
 }
 
+/// The worker's queue of handed claims, in the order they were handed.
+#[derive(Debug, Default)]
+pub struct Waiting(std::collections::VecDeque<(std::time::Instant, crate::store::Claimed)>);
+
+impl Waiting {
+    /// Moves what `handed` holds into the queue until it holds `at_least`
+    /// claims (a step can hand over more than a batch) or `handed` is empty.
+    pub fn fill(&mut self, handed: &mut tokio::sync::mpsc::Receiver<Handed>, at_least: usize) {
+        while self.0.len() < at_least {
+            match handed.try_recv() {
+                Ok(h) => self.0.extend(h.claims.into_iter().map(|c| (h.at, c))),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The next `at_most` claims: those to send now, and those that waited
+    /// past half their `lease` (`fresh`), to hand back untried.
+    pub fn take(
+        &mut self,
+        at_most: usize,
+        lease: jiff::SignedDuration,
+    ) -> (Vec<crate::store::Claimed>, Vec<crate::store::Claimed>) {
+        let take = self.0.len().min(at_most);
+        let (send, stale): (Vec<_>, Vec<_>) =
+            self.0.drain(..take).partition(|(at, _)| fresh(*at, lease));
+        let claims = |v: Vec<(_, _)>| v.into_iter().map(|(_, c)| c).collect();
+        (claims(send), claims(stale))
+    }
+
+    /// Everything queued or still in `handed`, which is closed first.
+    pub fn drain(
+        &mut self,
+        handed: &mut tokio::sync::mpsc::Receiver<Handed>,
+    ) -> Vec<crate::store::Claimed> {
+        handed.close();
+        self.fill(handed, usize::MAX);
+        self.0.drain(..).map(|(_, c)| c).collect()
+    }
+}
+
 /// What a call did, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -304,14 +345,19 @@ impl<S: Store> Runner<S> {
         {
             // The worker has stopped: the claims go back, untried, for the
             // next start (rather than waiting out their lease).
-            let back: Vec<_> = unsent
-                .0
-                .claims
-                .into_iter()
-                .map(|c| (c.id, c.token, crate::store::Outcome::Released))
-                .collect();
-            self.store.finish_many(&back, now).await?;
+            self.release(unsent.0.claims, now).await?;
         }
+        Ok(())
+    }
+
+    /// Hands claims back untried: claimable at once, their attempt not
+    /// counted.
+    pub async fn release(&self, claims: Vec<crate::store::Claimed>, now: Timestamp) -> Result<()> {
+        let back: Vec<_> = claims
+            .into_iter()
+            .map(|c| (c.id, c.token, crate::store::Outcome::Released))
+            .collect();
+        self.store.finish_many(&back, now).await?;
         Ok(())
     }
 

@@ -732,39 +732,25 @@ async fn worker_loop<S: Store + 'static>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut last_due = std::time::Instant::now();
-    // Handed claims not yet delivered: a step can hand over more than a
-    // batch, and a batch holds the writer only as long as a claim's would.
-    let mut waiting: std::collections::VecDeque<(std::time::Instant, crate::store::Claimed)> =
-        Default::default();
+    // Handed claims not yet delivered: a batch holds the writer only as
+    // long as a claim's would.
+    let mut waiting = crate::runner::Waiting::default();
     loop {
         let current = worker.read().unwrap_or_else(|e| e.into_inner()).clone();
         let stop = || shutdown.is_cancelled();
         // First what the engine claimed for us as it created it (handed
         // back untried when stopping), then what fell due otherwise.
-        while waiting.len() < DELIVERY_BATCH as usize {
-            match handed.try_recv() {
-                Ok(h) => waiting.extend(h.claims.into_iter().map(|c| (h.at, c))),
-                Err(_) => break,
-            }
-        }
-        let take = waiting.len().min(DELIVERY_BATCH as usize);
+        waiting.fill(&mut handed, DELIVERY_BATCH as usize);
         // A claim that waited here for half its lease goes back to the
         // outbox untried, claimable at once: sent now, it could outlive its
         // lease mid-send while another instance sends the row too.
-        let (claims, stale): (Vec<_>, Vec<_>) = waiting
-            .drain(..take)
-            .partition(|(at, _)| crate::runner::fresh(*at, current.delivery.lease));
-        let claims: Vec<_> = claims.into_iter().map(|(_, c)| c).collect();
+        let (claims, stale) = waiting.take(DELIVERY_BATCH as usize, current.delivery.lease);
         if !stale.is_empty() {
-            let back: Vec<_> = stale
-                .into_iter()
-                .map(|(_, c)| (c.id, c.token, crate::store::Outcome::Released))
-                .collect();
             warn!(
-                claims = back.len(),
+                claims = stale.len(),
                 "handed claims waited half their lease: back to the outbox"
             );
-            if let Err(e) = runner.store.finish_many(&back, Timestamp::now()).await {
+            if let Err(e) = runner.release(stale, Timestamp::now()).await {
                 error!(error = %e, "handing back stale claims");
             }
         }
@@ -789,11 +775,7 @@ async fn worker_loop<S: Store + 'static>(
             report(&counters, done);
         }
         if shutdown.is_cancelled() {
-            handed.close();
-            while let Ok(h) = handed.try_recv() {
-                waiting.extend(h.claims.into_iter().map(|c| (h.at, c)));
-            }
-            let rest: Vec<_> = waiting.drain(..).map(|(_, c)| c).collect();
+            let rest = waiting.drain(&mut handed);
             report(
                 &counters,
                 current

@@ -591,9 +591,8 @@ pub trait Store: Send + Sync {
     /// accepted events it can apply at once: those due at `received`
     /// whose account is stored and has no earlier event waiting. `plan`
     /// turns them into steps; their events are stored already applied,
-    /// and, with a `lease`, in a store that claims at step time (both
-    /// do), the steps' new rows due at `received` are claimed under it (as
-    /// `commit_steps_claiming`).
+    /// and, in a store that claims at step time, the steps' new rows due
+    /// at `received` are claimed under `lease` (as `commit_steps_claiming`).
     /// Every other accepted event waits for the engine (`pending_events`),
     /// as after `ingest_many`.
     fn ingest_applying<F>(

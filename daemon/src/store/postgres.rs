@@ -337,7 +337,7 @@ impl Store for PgStore {
     async fn commit_step(&self, step: &Step) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // An error drops the transaction, which rolls it back: all or nothing.
-        step_in(&mut tx, step, Timestamp::now(), None).await?;
+        step_in(&mut tx, step, Timestamp::now()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -365,7 +365,7 @@ impl Store for PgStore {
         lease: SignedDuration,
         limit: i64,
     ) -> Result<Vec<Claimed>> {
-        let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        let until = decode::lease_end(now, lease);
         // Walks `outbox_live` in due order: the cost per claimed row does
         // not depend on how many rows wait behind them. A row in `sending`
         // was due when it was claimed, so `next_attempt <= now` holds for
@@ -385,7 +385,7 @@ impl Store for PgStore {
              FROM c WHERE o.id = c.id
              RETURNING o.id, o.token, o.key, o.account, o.kind, o.payload, o.attempts, o.next_attempt",
         )
-        .bind(micros(until))
+        .bind(until)
         .bind(micros(now))
         .bind(limit)
         .bind(strings(kinds))
@@ -569,8 +569,10 @@ impl Store for PgStore {
     where
         F: for<'b> FnOnce(Vec<Ready<'b>>) -> Vec<Step> + Send,
     {
+        // Rows are not claimed at step time here: the workers claim them
+        // (woken by the commit's notification).
+        let _ = lease;
         let now = micros(received);
-        let until = lease.map(|l| micros(received.checked_add(l).unwrap_or(Timestamp::MAX)));
         let at = |e: &Event| e.at.map(micros).unwrap_or(now);
         let mut ids: Vec<String> = batches
             .iter()
@@ -631,14 +633,12 @@ impl Store for PgStore {
             }
             sorting.end_batch(batch.len());
         }
-        let (ready, mut applied) = sorting.finish();
-        let mut claimed = Vec::new();
+        let (ready, applied) = sorting.finish();
         if !ready.is_empty() {
             for step in plan(ready) {
-                claimed.extend(step_in(&mut tx, &step, received, until).await?);
+                step_in(&mut tx, &step, received).await?;
             }
         }
-        applied.claimed = decode::in_due_order(claimed);
         if applied.unapplied > 0 {
             notify(&mut tx, ENGINE_CHANNEL).await?;
         }
@@ -702,27 +702,10 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         for step in steps {
             // An error drops the transaction, which rolls it back: all or nothing.
-            step_in(&mut tx, step, now, None).await?;
+            step_in(&mut tx, step, now).await?;
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn commit_steps_claiming(
-        &self,
-        steps: &[Step],
-        now: Timestamp,
-        lease: SignedDuration,
-    ) -> Result<Vec<Claimed>> {
-        let until = micros(now.checked_add(lease).unwrap_or(Timestamp::MAX));
-        let mut tx = self.pool.begin().await?;
-        let mut claimed = Vec::new();
-        for step in steps {
-            // An error drops the transaction, which rolls it back: all or nothing.
-            claimed.extend(step_in(&mut tx, step, now, Some(until)).await?);
-        }
-        tx.commit().await?;
-        Ok(decode::in_due_order(claimed))
     }
 
     async fn finish_many(
@@ -1084,21 +1067,14 @@ async fn notify(c: &mut PgConnection, channel: &str) -> Result<()> {
 
 /// One engine step inside `c`'s transaction, in one statement (one round
 /// trip, where a statement per table took five); an error means the
-/// caller must roll back. With `claim_until`, the step's new rows due at
-/// `now` are claimed as they are written (as `claim` would, until then)
-/// and returned with their due times, for the worker of this instance.
+/// caller must roll back.
 ///
 /// The sub-statements of a `WITH` run in the order the final `SELECT`
 /// reads them (the events, then the account), as the statements did one by
 /// one: whatever a concurrent step holds, this one waits for in the same
 /// order. Whatever the sub-statements wrote is undone with the
 /// transaction when the counts say the step is stale.
-async fn step_in(
-    c: &mut PgConnection,
-    step: &Step,
-    now: Timestamp,
-    claim_until: Option<i64>,
-) -> Result<Vec<(i64, Claimed)>> {
+async fn step_in(c: &mut PgConnection, step: &Step, now: Timestamp) -> Result<()> {
     let id = step.state.id().to_string();
     let state =
         serde_json::to_string(&step.state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -1111,29 +1087,24 @@ async fn step_in(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut ats, mut states, mut errors, mut leases) = (
-        Vec::with_capacity(n),
+    let (mut ats, mut states, mut errors) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let at_now = micros(now);
     for o in &step.outbox {
-        let at = micros(o.at);
-        let lease = claim_until.filter(|_| o.failure.is_none() && at <= at_now);
         ids.push(uuid::Uuid::now_v7().to_string());
         keys.push(o.key.clone());
         accounts.push(o.account.clone());
         kinds.push(o.kind.clone());
         payloads.push(o.payload.to_string());
-        ats.push(at);
-        states.push(match (&o.failure, lease) {
-            (Some(_), _) => "dead",
-            (None, Some(_)) => "sending",
-            (None, None) => "pending",
+        ats.push(micros(o.at));
+        states.push(if o.failure.is_some() {
+            "dead"
+        } else {
+            "pending"
         });
         errors.push(o.failure.clone());
-        leases.push(lease);
     }
     let t = step.trace.len();
     let (mut trace_ats, mut trace_kinds, mut details) = (
@@ -1159,14 +1130,11 @@ async fn step_in(
              SELECT $5::text, $2::text, 1, $3::bigint WHERE $4::bigint IS NULL
              ON CONFLICT (id) DO NOTHING RETURNING 1
          ), boxed AS (
-             INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated,
-                                 lease_until, token, attempts)
-             SELECT id, key, account, kind, payload, at, state, at, last_error, $14::bigint,
-                    lease_until, (lease_until IS NOT NULL)::int, (lease_until IS NOT NULL)::int
-             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $19::bigint[])
-                  AS i (id, key, account, kind, payload, at, state, last_error, lease_until)
+             INSERT INTO outbox (id, key, account, kind, payload, at, state, next_attempt, last_error, updated)
+             SELECT id, key, account, kind, payload, at, state, at, last_error, $14::bigint
+             FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[])
+                  AS i (id, key, account, kind, payload, at, state, last_error)
              ON CONFLICT (key) DO NOTHING
-             RETURNING key, state
          ), traced AS (
              INSERT INTO trace (account, at, kind, detail)
              SELECT $5::text, at, kind, detail
@@ -1175,11 +1143,7 @@ async fn step_in(
          )
          SELECT (SELECT count(*) FROM marked) AS marked,
                 (SELECT count(*) FROM updated) + (SELECT count(*) FROM created) AS written,
-                ARRAY(SELECT key FROM boxed WHERE state = 'sending') AS claimed,
-                -- Rows claimed here go to this instance's worker; any
-                -- other new row wakes the workers.
-                CASE WHEN EXISTS (SELECT 1 FROM boxed WHERE state = 'pending')
-                     THEN pg_notify($18::text, '') END AS notified",
+                CASE WHEN cardinality($6::text[]) > 0 THEN pg_notify($18::text, '') END AS notified",
     )
     .bind(&step.applied)
     .bind(&state)
@@ -1199,7 +1163,6 @@ async fn step_in(
     .bind(&trace_kinds)
     .bind(&details)
     .bind(OUTBOX_CHANNEL)
-    .bind(&leases)
     .fetch_one(&mut *c)
     .await?;
     // The events first: one another instance applied makes this step
@@ -1210,30 +1173,7 @@ async fn step_in(
     if row.get::<i64, _>("written") != 1 {
         return Err(StoreError::Conflict(id));
     }
-    // A key written before (the step computed again) is not new, and not
-    // claimed here.
-    let claimed: Vec<String> = row.get("claimed");
-    let mut out = Vec::with_capacity(claimed.len());
-    if !claimed.is_empty() {
-        let claimed: HashSet<String> = claimed.into_iter().collect();
-        for (o, row_id) in step.outbox.iter().zip(ids) {
-            if claimed.contains(&o.key) {
-                out.push((
-                    micros(o.at),
-                    Claimed {
-                        id: row_id,
-                        token: 1,
-                        key: o.key.clone(),
-                        account: o.account.clone(),
-                        kind: o.kind.clone(),
-                        payload: o.payload.clone(),
-                        attempts: 1,
-                    },
-                ));
-            }
-        }
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// A database of its own for one test run or benchmark: created on an

@@ -50,6 +50,12 @@ pub(crate) fn micros(t: Timestamp) -> i64 {
     t.as_microsecond()
 }
 
+/// When a claim made at `now` under `lease` ends, in microseconds (as
+/// `lease_until` is stored).
+pub(crate) fn lease_end(now: Timestamp, lease: jiff::SignedDuration) -> i64 {
+    micros(now.checked_add(lease).unwrap_or(Timestamp::MAX))
+}
+
 pub(crate) fn instant(us: i64) -> Result<Timestamp> {
     Timestamp::from_microsecond(us).map_err(|e| StoreError::Corrupt(format!("timestamp {us}: {e}")))
 }

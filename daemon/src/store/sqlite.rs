@@ -374,7 +374,7 @@ impl Store for SqliteStore {
         F: for<'b> FnOnce(Vec<Ready<'b>>) -> Vec<Step> + Send,
     {
         let now = micros(received);
-        let until = lease.map(|l| micros(received.checked_add(l).unwrap_or(Timestamp::MAX)));
+        let until = lease.map(|l| decode::lease_end(received, l));
         self.write(Durability::Full, |c| {
             let (ready, mut applied) = ingest_ready_in(c, batches, now)?.finish();
             let mut claimed = Vec::new();
@@ -433,7 +433,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         lease: SignedDuration,
     ) -> Result<Vec<Claimed>> {
-        let until = micros(now.checked_add(lease).unwrap_or(Timestamp::MAX));
+        let until = decode::lease_end(now, lease);
         let now = micros(now);
         let claimed = self
             .write(Durability::Normal, |c| {
@@ -477,7 +477,7 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<Claimed>> {
         let kinds = json_text(&kinds)?;
-        let until = now.checked_add(lease).unwrap_or(Timestamp::MAX);
+        let until = decode::lease_end(now, lease);
         let claimed = self
             .write(Durability::Normal, |c| {
                 rows(
@@ -490,7 +490,7 @@ impl Store for SqliteStore {
                            AND kind IN (SELECT value FROM json_each(?4))
                          ORDER BY next_attempt, key LIMIT ?3)
                      RETURNING id, token, key, account, kind, payload, attempts, next_attempt",
-                    params![micros(until), micros(now), limit, kinds],
+                    params![until, micros(now), limit, kinds],
                     |r| decode::claimed_row(r),
                 )
             })

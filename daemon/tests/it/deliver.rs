@@ -16,7 +16,7 @@ use touchpilot::deliver::worker::Worker;
 use touchpilot::engine::Engine;
 use touchpilot::model::account::Account;
 use touchpilot::model::event::Event;
-use touchpilot::runner::Runner;
+use touchpilot::runner::{Handed, Runner, Waiting};
 use touchpilot::store::sqlite::SqliteStore;
 use touchpilot::store::{OutboxState, Store};
 
@@ -643,7 +643,8 @@ async fn eml_files_appear_whole_and_crash_leftovers_are_cleared() {
 /// The API's group commit (`Runner::ingest`): a small group's events are
 /// stepped in the commit that stores them and their due rows handed to the
 /// worker, as far as it has room; a worker with no room gets nothing and
-/// the rows wait in the outbox; a large group is stored for the engine.
+/// the rows wait in the outbox; a handed claim that waited half its lease
+/// goes back untried; a large group is stored for the engine.
 #[tokio::test]
 async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_worker_has_room() {
     let dir = tempfile::tempdir().unwrap();
@@ -689,13 +690,18 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
         rows
     };
 
+    let now = t("2026-03-02T12:00:00Z");
+    // One request of one event, as the group commit takes it alone.
+    let one = async |runner: &Runner<SqliteStore>, id: &str| {
+        runner
+            .ingest(&mut [vec![event(id.into())]], now)
+            .await
+            .unwrap()
+    };
+
     // One event: stepped in its commit; the webhooks due now are claimed
     // there and handed over.
-    let now = t("2026-03-02T12:00:00Z");
-    let done = runner
-        .ingest(&mut [vec![event("t1".into())]], now)
-        .await
-        .unwrap();
+    let done = one(&runner, "t1").await;
     assert_eq!((done.ingested[0].accepted, done.unapplied), (1, 0));
     assert_eq!(done.progress.fired, 1);
     assert!(runner.store.pending_events(10).await.unwrap().is_empty());
@@ -718,15 +724,9 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
 
     // The worker is busy: t2's claims fill its one slot, so t3 is stepped
     // with nothing claimed.
-    let busy = runner
-        .ingest(&mut [vec![event("t2".into())]], now)
-        .await
-        .unwrap();
+    let busy = one(&runner, "t2").await;
     assert_eq!(busy.unapplied, 0);
-    let t3 = runner
-        .ingest(&mut [vec![event("t3".into())]], now)
-        .await
-        .unwrap();
+    let t3 = one(&runner, "t3").await;
     assert_eq!((t3.unapplied, t3.progress.fired), (0, 1));
     let t3_rows = states(&runner, "t3").await;
     assert_eq!(t3_rows.len(), 4, "{t3_rows:?}");
@@ -736,6 +736,51 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
     );
     assert!(handed.try_recv().is_ok(), "t2's claims");
     assert!(handed.try_recv().is_err(), "and nothing for t3");
+
+    // A claim that waited in the worker's queue past half its lease is not
+    // sent: it goes back to the outbox untried, claimable at once; a fresh
+    // one is sent.
+    let lease = SignedDuration::from_secs(60);
+    one(&runner, "h1").await;
+    let old = handed.try_recv().unwrap().claims;
+    one(&runner, "h2").await;
+    let new = handed.try_recv().unwrap().claims;
+    let keys = |claims: &[touchpilot::store::Claimed]| {
+        let mut k: Vec<String> = claims.iter().map(|c| c.key.clone()).collect();
+        k.sort();
+        k
+    };
+    let (old_keys, new_keys) = (keys(&old), keys(&new));
+    let (queue, mut queued) = tokio::sync::mpsc::channel(2);
+    let long_ago = std::time::Instant::now()
+        .checked_sub(std::time::Duration::from_secs(31))
+        .unwrap();
+    for (at, claims) in [(long_ago, old), (std::time::Instant::now(), new)] {
+        queue.send(Handed { at, claims }).await.unwrap();
+    }
+    let mut waiting = Waiting::default();
+    waiting.fill(&mut queued, 256);
+    let (send, stale) = waiting.take(256, lease);
+    assert_eq!((keys(&send), keys(&stale)), (new_keys, old_keys.clone()));
+    runner.release(stale, now).await.unwrap();
+    assert!(
+        states(&runner, "h1")
+            .await
+            .iter()
+            .all(|(_, s)| *s == OutboxState::Pending)
+    );
+    let again = runner
+        .store
+        .claim(touchpilot::deliver::worker::KINDS, now, lease, 100)
+        .await
+        .unwrap();
+    let again_h1: Vec<_> = again.iter().filter(|c| old_keys.contains(&c.key)).collect();
+    assert_eq!(again_h1.len(), old_keys.len(), "claimable at once");
+    assert!(
+        again_h1.iter().all(|c| c.attempts == 1),
+        "the untried claim did not count as an attempt"
+    );
+    assert!(waiting.drain(&mut queued).is_empty());
 
     // A large group is stored only; the engine steps it.
     let mut big: Vec<Vec<Event>> = (0..25).map(|i| vec![event(format!("b{i}"))]).collect();
@@ -755,10 +800,7 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
         .unwrap()
         .execute("UPDATE accounts SET state = '{' WHERE id = 'a1'", [])
         .unwrap();
-    let done = runner
-        .ingest(&mut [vec![event("c1".into())]], now)
-        .await
-        .unwrap();
+    let done = one(&runner, "c1").await;
     assert_eq!((done.ingested[0].accepted, done.unapplied), (1, 1));
     assert_eq!(done.progress.fired, 0);
     assert!(
