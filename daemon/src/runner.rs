@@ -34,6 +34,39 @@ pub struct Runner<S: Store> {
     /// Swapped whole by a reload; each call works on one snapshot.
     engine: RwLock<Engine>,
     handoff: Option<Handoff>,
+    known: KnownAccounts,
+}
+
+/// The most account ids `KnownAccounts` holds before it starts over.
+const KNOWN_AT_MOST: usize = 65_536;
+
+/// Accounts found in the store. No account is ever deleted from it, so an
+/// id found once stays found and need not be asked again; an id not found
+/// is asked every time, as it may be created at any moment (by this
+/// instance or another). Bounded: emptied when full.
+#[derive(Default)]
+struct KnownAccounts(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl KnownAccounts {
+    fn unknown<'a>(&self, ids: &[&'a str]) -> Vec<&'a str> {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .copied()
+            .filter(|i| !known.contains(*i))
+            .collect()
+    }
+
+    fn found(&self, asked: &[&str], missing: &[String]) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() + asked.len() > KNOWN_AT_MOST {
+            known.clear();
+        }
+        for id in asked {
+            if !missing.iter().any(|m| m == id) {
+                known.insert((*id).to_string());
+            }
+        }
+    }
 }
 
 /// Where steps hand the outbox rows they created already due: claimed in
@@ -279,7 +312,20 @@ impl<S: Store> Runner<S> {
             store,
             engine: RwLock::new(engine),
             handoff: None,
+            known: KnownAccounts::default(),
         }
+    }
+
+    /// Which of `ids` name no stored account (`Store::missing_accounts`),
+    /// asking the store only about ids not found before.
+    pub async fn missing_accounts(&self, ids: &[&str]) -> Result<Vec<String>> {
+        let unknown = self.known.unknown(ids);
+        if unknown.is_empty() {
+            return Ok(Vec::new());
+        }
+        let missing = self.store.missing_accounts(&unknown).await?;
+        self.known.found(&unknown, &missing);
+        Ok(missing)
     }
 
     /// Hands the rows that steps create already due to a worker (`Handoff`).
@@ -462,7 +508,7 @@ impl<S: Store> Runner<S> {
             progress.absorb(
                 retrying(|| async move {
                     let ids: Vec<&str> = chunk.iter().map(Account::id).collect();
-                    let missing = self.store.missing_accounts(&ids).await?;
+                    let missing = self.missing_accounts(&ids).await?;
                     let mut built = Vec::new();
                     let mut seen = std::collections::HashSet::new();
                     for account in chunk {
@@ -548,7 +594,7 @@ impl<S: Store> Runner<S> {
                 })
                 .push(e);
         }
-        let missing = self.store.missing_accounts(&order).await?;
+        let missing = self.missing_accounts(&order).await?;
         if !missing.is_empty() {
             let mut seqs = Vec::new();
             for m in &missing {
@@ -757,5 +803,21 @@ mod tests {
         assert!(super::fresh(earlier(29), lease));
         assert!(!super::fresh(earlier(31), lease), "past half the lease");
         assert!(!super::fresh(earlier(1), SignedDuration::ZERO));
+    }
+
+    #[test]
+    fn only_accounts_found_are_remembered_and_the_memory_is_bounded() {
+        let known = super::KnownAccounts::default();
+        assert_eq!(known.unknown(&["a", "b"]), ["a", "b"]);
+        known.found(&["a", "b"], &["b".to_string()]);
+        // `b` was missing: asked again, since it may be created meanwhile.
+        assert_eq!(known.unknown(&["a", "b"]), ["b"]);
+        known.found(&["b"], &[]);
+        assert!(known.unknown(&["a", "b"]).is_empty());
+        let many: Vec<String> = (0..super::KNOWN_AT_MOST).map(|i| format!("x{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        known.found(&many, &[]);
+        assert_eq!(known.unknown(&["a", "x0"]), ["a"], "emptied when full");
+        assert!(known.0.lock().unwrap().len() <= super::KNOWN_AT_MOST);
     }
 }

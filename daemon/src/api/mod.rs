@@ -260,7 +260,7 @@ async fn accept<S: Store + 'static>(st: &ApiState<S>, events: Vec<Event>) -> Res
     let mut ids: Vec<&str> = events.iter().map(|e| e.account.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    match st.runner.store.missing_accounts(&ids).await {
+    match st.runner.missing_accounts(&ids).await {
         Ok(missing) if !missing.is_empty() => {
             let (i, e) = events
                 .iter()

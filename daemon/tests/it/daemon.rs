@@ -351,6 +351,28 @@ async fn bad_requests_refused(d: Daemon) {
     )
     .await;
     assert_eq!(status, 202, "an account created over HTTP takes events");
+    // An account refused as unknown is not remembered as such: once
+    // created, the batch refused above is taken.
+    assert_eq!(
+        put("ghost", json!({"name": "Ghost"}))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let (status, body) = post(
+        &c,
+        &url,
+        Some("s3cret"),
+        "application/json",
+        json!([{"account": "a1", "type": "x"}, {"account": "ghost", "type": "x"}]).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (202, json!({"accepted": 2, "duplicates": 0}))
+    );
     d.shutdown.cancel();
     d.task.await.unwrap().unwrap();
 }
