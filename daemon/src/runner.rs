@@ -111,18 +111,28 @@ impl Waiting {
         }
     }
 
-    /// The next `at_most` claims: those to send now, and those that waited
-    /// past half their `lease` (`fresh`), to hand back untried.
+    /// The next `at_most` claims: those to send now, those that waited
+    /// past half their `lease` (`fresh`), to hand back untried, and the
+    /// earliest instant the ones to send were claimed.
     pub fn take(
         &mut self,
         at_most: usize,
         lease: jiff::SignedDuration,
-    ) -> (Vec<crate::store::Claimed>, Vec<crate::store::Claimed>) {
+    ) -> (
+        Vec<crate::store::Claimed>,
+        Vec<crate::store::Claimed>,
+        std::time::Instant,
+    ) {
         let take = self.0.len().min(at_most);
         let (send, stale): (Vec<_>, Vec<_>) =
             self.0.drain(..take).partition(|(at, _)| fresh(*at, lease));
+        let earliest = send
+            .iter()
+            .map(|(at, _)| *at)
+            .min()
+            .unwrap_or_else(std::time::Instant::now);
         let claims = |v: Vec<(_, _)>| v.into_iter().map(|(_, c)| c).collect();
-        (claims(send), claims(stale))
+        (claims(send), claims(stale), earliest)
     }
 
     /// Everything queued or still in `handed`, which is closed first.

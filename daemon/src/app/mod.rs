@@ -744,7 +744,8 @@ async fn worker_loop<S: Store + 'static>(
         // A claim that waited here for half its lease goes back to the
         // outbox untried, claimable at once: sent now, it could outlive its
         // lease mid-send while another instance sends the row too.
-        let (claims, stale) = waiting.take(DELIVERY_BATCH as usize, current.delivery.lease);
+        let (claims, stale, claimed_at) =
+            waiting.take(DELIVERY_BATCH as usize, current.delivery.lease);
         if !stale.is_empty() {
             warn!(
                 claims = stale.len(),
@@ -758,7 +759,7 @@ async fn worker_loop<S: Store + 'static>(
         let mut full = false;
         if was_handed {
             let done = current
-                .deliver(&runner.store, claims, Timestamp::now(), &stop)
+                .deliver(&runner.store, claims, claimed_at, Timestamp::now(), &stop)
                 .await;
             full = true;
             report(&counters, done);
@@ -775,11 +776,18 @@ async fn worker_loop<S: Store + 'static>(
             report(&counters, done);
         }
         if shutdown.is_cancelled() {
+            // Stopping: every claim goes back untried, whatever its age.
             let rest = waiting.drain(&mut handed);
             report(
                 &counters,
                 current
-                    .deliver(&runner.store, rest, Timestamp::now(), &stop)
+                    .deliver(
+                        &runner.store,
+                        rest,
+                        std::time::Instant::now(),
+                        Timestamp::now(),
+                        &stop,
+                    )
                     .await,
             );
             return Ok(());
@@ -798,6 +806,12 @@ fn report(counters: &Counters, done: crate::store::Result<crate::deliver::worker
     match done {
         Ok(d) => {
             counters.delivered(&d);
+            if d.late > 0 {
+                warn!(
+                    claims = d.late,
+                    "claims whose turn came after half their lease: back to the outbox, untried (a batch slower than its lease; consider a longer `delivery.lease`)"
+                );
+            }
             for (key, error) in d.errors.iter().take(5) {
                 warn!(outbox = %key, %error, "delivery failed");
             }

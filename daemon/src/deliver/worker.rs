@@ -5,6 +5,8 @@
 //! fatal ones go to the dead letters with their reason.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -42,6 +44,8 @@ struct Batch {
     /// Which of the batch's email addresses are on the suppression list
     /// (lowercased).
     suppressed: HashSet<String>,
+    /// Claims handed back because their lease was half gone.
+    late: AtomicUsize,
 }
 
 /// One chain's claims with their outcomes, and the store error that
@@ -56,8 +60,14 @@ pub struct Delivered {
     pub dead: usize,
     pub suppressed: usize,
     pub missed: usize,
-    /// Claims handed back untried because the worker is stopping.
+    /// Claims handed back untried: the worker is stopping, a store read
+    /// failed, or they are `late`.
     pub released: usize,
+    /// Of those, the claims handed back because half their lease had passed
+    /// before their turn came: sent then, one could outlive its lease
+    /// mid-send while another instance, having claimed the row anew, sends
+    /// it too. Claimable again at once, their attempt not counted.
+    pub late: usize,
     /// Claims that ended after their lease expired (another worker owns them).
     pub fenced: usize,
     /// The last failures of the batch, for logs: (outbox key, error).
@@ -92,17 +102,21 @@ impl Worker {
         batch: i64,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Delivered> {
+        let claimed_at = Instant::now();
         let claims = store.claim(KINDS, now, self.delivery.lease, batch).await?;
-        self.deliver(store, claims, now, stop).await
+        self.deliver(store, claims, claimed_at, now, stop).await
     }
 
     /// Delivers claims already made (by `deliver_due`, or by the engine
     /// step that created them), `delivery.concurrency` at a time, and ends
-    /// them in one commit.
+    /// them in one commit. `claimed_at` is an instant no later than the
+    /// start of their leases (`delivery.lease`): a claim whose turn comes
+    /// after half its lease is handed back untried (`Delivered::late`).
     pub async fn deliver<S: Store>(
         &self,
         store: &S,
         claims: Vec<Claimed>,
+        claimed_at: Instant,
         now: Timestamp,
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Delivered> {
@@ -120,6 +134,7 @@ impl Worker {
             gone: std::sync::Mutex::new(BTreeMap::new()),
             accounts: HashMap::new(),
             suppressed: HashSet::new(),
+            late: AtomicUsize::new(0),
         };
         // The suppression list is read once for the batch's addresses, and
         // each account whose emails are in the batch once, for its
@@ -177,7 +192,11 @@ impl Worker {
                     let mut failed_here = 0;
                     let mut failed = None;
                     for claim in chain {
-                        let outcome = if stop() || failed.is_some() {
+                        let late = !crate::runner::fresh(claimed_at, self.delivery.lease);
+                        let outcome = if stop() || failed.is_some() || late {
+                            if late && !stop() && failed.is_none() {
+                                ctx.late.fetch_add(1, Ordering::Relaxed);
+                            }
                             Outcome::Released
                         } else {
                             match self.outcome(store, &claim, failed_here, ctx).await {
@@ -212,7 +231,10 @@ impl Worker {
         for (name, reason) in ctx.gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
             store.disable_endpoint(&name, &reason, now).await?;
         }
-        let mut done = Delivered::default();
+        let mut done = Delivered {
+            late: ctx.late.into_inner(),
+            ..Delivered::default()
+        };
         let finished: Vec<(String, i64, Outcome)> = ended
             .into_iter()
             .map(|(claim, outcome)| {

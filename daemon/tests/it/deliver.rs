@@ -640,6 +640,104 @@ async fn eml_files_appear_whole_and_crash_leftovers_are_cleared() {
     assert!(eml.contains("Hi Ann"), "{eml}");
 }
 
+/// A claim whose turn comes after half its lease (a batch slower than its
+/// lease) is handed back untried rather than sent: it could outlive its
+/// lease mid-send while another instance, claiming the row anew, sends it
+/// too. Nothing reaches the receiver or the mail directory, and the row is
+/// claimable again at once, its attempt not counted.
+#[tokio::test]
+async fn a_claim_whose_turn_comes_after_half_its_lease_goes_back_untried() {
+    let (base, rx) = receiver(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), &base);
+    let (config, _) =
+        touchpilot::config::load(&dir.path().join("touchpilot.yaml"), &|_| None).unwrap();
+    let config = Arc::new(config);
+    let engine = Engine::new(
+        config.clone(),
+        Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
+    );
+    let store = SqliteStore::open(&format!("sqlite:{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    let runner = Runner::new(store, engine);
+    let acme = json!({"id": "a1", "name": "Acme", "contacts": [{"email": "ann@acme.example", "name": "Ann"}]});
+    let now = t("2026-03-02T10:00:00Z");
+    runner
+        .seed(vec![Account::from_json(acme).unwrap()], now)
+        .await
+        .unwrap();
+    let event = Event {
+        id: Some("e1".into()),
+        account: "a1".into(),
+        kind: "ticket.created".into(),
+        at: Some(now),
+        data: json!({"subject": "Login"}),
+    };
+    runner.store.ingest(&[event], now).await.unwrap();
+    runner.apply_pending(now, 100).await.unwrap();
+    let mailer = Mailer::new(
+        &config.email.transport,
+        config.email.from.as_deref().unwrap(),
+        dir.path(),
+    )
+    .unwrap();
+    let webhooks =
+        Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(5)).unwrap();
+    let worker = Worker::new(mailer, webhooks, config.cap, config.delivery);
+    let lease = worker.delivery.lease;
+    let kinds = touchpilot::deliver::worker::KINDS;
+
+    let claims = runner.store.claim(kinds, now, lease, 100).await.unwrap();
+    assert_eq!(claims.len(), 4, "an email and three webhooks");
+    let half = std::time::Duration::try_from(lease).unwrap() / 2;
+    let long_ago = std::time::Instant::now()
+        .checked_sub(half + std::time::Duration::from_secs(1))
+        .unwrap();
+    let done = worker
+        .deliver(&runner.store, claims, long_ago, now, &|| false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.late, done.released, done.sent, done.total()),
+        (4, 4, 0, 0),
+        "{done:?}"
+    );
+    assert!(rx.seen.lock().unwrap().is_empty(), "no webhook went out");
+    assert!(
+        !dir.path().join("outbox").exists()
+            || std::fs::read_dir(dir.path().join("outbox"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "no email was written"
+    );
+    let again = runner.store.claim(kinds, now, lease, 100).await.unwrap();
+    assert_eq!(again.len(), 4, "claimable again at once");
+    assert!(
+        again.iter().all(|c| c.attempts == 1),
+        "the untried claims did not count as attempts: {again:?}"
+    );
+
+    // Claimed just now, the same rows go out.
+    let done = worker
+        .deliver(
+            &runner.store,
+            again,
+            std::time::Instant::now(),
+            now,
+            &|| false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.late, done.released, done.total()),
+        (0, 0, 4),
+        "{done:?}"
+    );
+    assert_eq!(rx.seen.lock().unwrap().len(), 3, "the three webhooks");
+}
+
 /// The API's group commit (`Runner::ingest`): a small group's events are
 /// stepped in the commit that stores them and their due rows handed to the
 /// worker, as far as it has room; a worker with no room gets nothing and
@@ -760,7 +858,7 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
     }
     let mut waiting = Waiting::default();
     waiting.fill(&mut queued, 256);
-    let (send, stale) = waiting.take(256, lease);
+    let (send, stale, _) = waiting.take(256, lease);
     assert_eq!((keys(&send), keys(&stale)), (new_keys, old_keys.clone()));
     runner.release(stale, now).await.unwrap();
     assert!(
