@@ -122,6 +122,54 @@ async fn drain<S: Store + 'static>(stores: Vec<Arc<S>>, url: &str, rows: u64) ->
     delivered.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Claim cost, the worker's wake-up query and throughput as the pending
+/// rows of one instance grow; returns how many are left pending.
+async fn backlog<S: Store + 'static>(
+    label: &str,
+    store: Arc<S>,
+    backlogs: &[usize],
+    rows: usize,
+    at: Timestamp,
+    url: &str,
+    settle: impl AsyncFn(&S),
+) -> usize {
+    println!("\nbacklog ({label}, 1 instance): claim cost and throughput as pending rows grow");
+    println!(
+        "| pending rows | claim, per item (median of 3 x 20 claims of 100) | next wake-up query (median of 20) | deliveries/s over {} rows (median; 3 runs) |",
+        rows / 2
+    );
+    println!("|---|---|---|---|");
+    let (mut pending, mut next_key) = (0, 0);
+    for backlog in backlogs {
+        let backlog = *backlog;
+        fill(&*store, backlog - pending, next_key, at).await;
+        next_key += backlog - pending;
+        pending = backlog;
+        settle(&store).await;
+        let mut wake = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            store.next_outbox_at(&["webhook"]).await.unwrap();
+            wake.push(t.elapsed().as_secs_f64());
+        }
+        let (mut costs, mut rates) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            costs.push(claim_cost(&*store, 20).await);
+            rates.push(drain(vec![store.clone()], url, rows as u64 / 2).await);
+            pending = pending.saturating_sub(rows / 2);
+        }
+        let rates_text: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "| {backlog} | {:.1} us | {:.0} us | {:.0} ({}) |",
+            median(costs) * 1e6,
+            median(wake) * 1e6,
+            median(rates.clone()),
+            rates_text.join(" ")
+        );
+    }
+    pending
+}
+
 /// The median cost of one claimed item: `claim` of 100 rows, timed, then
 /// released again so the backlog stays the same size.
 async fn claim_cost<S: Store>(s: &S, rounds: usize) -> f64 {
@@ -196,39 +244,28 @@ async fn main() {
         );
     }
 
-    // The backlog: one instance, PostgreSQL, a growing number of pending rows.
-    println!("\nbacklog (postgres, 1 instance): claim cost and throughput as pending rows grow");
-    println!(
-        "| pending rows | claim, per item (median of 3 x 20 claims of 100) | deliveries/s over {} rows (median; 3 runs) |",
-        rows / 2
-    );
-    println!("|---|---|---|");
+    // The backlog: one instance of each store, a growing number of pending rows.
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!("sqlite:{}", dir.path().join("backlog.db").display());
+    let sqlite = Arc::new(SqliteStore::open(&file).await.unwrap());
+    backlog("sqlite", sqlite, &backlogs, rows, at, &url, async |_| {}).await;
     let db = Scratch::create(&admin()).await.unwrap();
     let store = Arc::new(PgStore::open(&db.url).await.unwrap());
-    let (mut pending, mut next_key) = (0, 0);
-    for backlog in &backlogs {
-        let backlog = *backlog;
-        fill(&*store, backlog - pending, next_key, at).await;
-        next_key += backlog - pending;
-        pending = backlog;
-        // Measure the steady state, not the fill's checkpoint and vacuum.
-        for sql in ["VACUUM ANALYZE outbox", "CHECKPOINT"] {
-            sqlx::query(sql).execute(store.pool()).await.unwrap();
-        }
-        let (mut costs, mut rates) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            costs.push(claim_cost(&*store, 20).await);
-            rates.push(drain(vec![store.clone()], &url, rows as u64 / 2).await);
-            pending = pending.saturating_sub(rows / 2);
-        }
-        let rates_text: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-        println!(
-            "| {backlog} | {:.1} us | {:.0} ({}) |",
-            median(costs) * 1e6,
-            median(rates.clone()),
-            rates_text.join(" ")
-        );
-    }
+    let pending = backlog(
+        "postgres",
+        store.clone(),
+        &backlogs,
+        rows,
+        at,
+        &url,
+        async |s: &PgStore| {
+            // Measure the steady state, not the fill's checkpoint and vacuum.
+            for sql in ["VACUUM ANALYZE outbox", "CHECKPOINT"] {
+                sqlx::query(sql).execute(s.pool()).await.unwrap();
+            }
+        },
+    )
+    .await;
     let now = Timestamp::now().as_microsecond();
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "EXPLAIN ANALYZE SELECT id FROM outbox WHERE state IN ('pending', 'sending') AND next_attempt <= {now}

@@ -439,8 +439,13 @@ impl Store for PgStore {
 
     async fn next_outbox_at(&self, kinds: &[&str]) -> Result<Option<Timestamp>> {
         let row = sqlx::query(
-            "SELECT MIN(CASE WHEN state = 'pending' THEN next_attempt ELSE lease_until END) FROM outbox
-             WHERE state IN ('pending', 'sending') AND kind = ANY($1)",
+            // The first pending row in `outbox_live` order (past the few
+            // in flight), and the earliest lease: not a scan of the backlog.
+            "SELECT LEAST(
+                 (SELECT next_attempt FROM outbox
+                  WHERE state IN ('pending', 'sending') AND state = 'pending' AND kind = ANY($1)
+                  ORDER BY next_attempt, key LIMIT 1),
+                 (SELECT MIN(lease_until) FROM outbox WHERE state = 'sending' AND kind = ANY($1)))",
         )
         .bind(strings(kinds))
         .fetch_one(&self.pool)

@@ -129,6 +129,15 @@ CREATE INDEX outbox_by_state ON outbox (state, updated) WHERE state IN ('dead', 
     r#"
 CREATE INDEX events_pending_by_account ON events (account, at) WHERE applied = 0;
 "#,
+    // The claim and the worker's next wake-up read these in index order and
+    // stop at the first rows they need: a backlog of due rows no longer
+    // costs a sort of all of them on every claim. Rows claimed as they are
+    // created (`sending`) never enter the index of pending rows.
+    r#"
+DROP INDEX outbox_due;
+CREATE INDEX outbox_pending ON outbox (next_attempt, key) WHERE state = 'pending';
+CREATE INDEX outbox_leased ON outbox (lease_until) WHERE state = 'sending';
+"#,
 ];
 
 /// Rows compacted per maintenance transaction.
@@ -482,12 +491,23 @@ impl Store for SqliteStore {
             .write(Durability::Normal, |c| {
                 rows(
                     c,
+                    // The first due rows of each index, merged: pending rows
+                    // in `outbox_pending` order, expired leases (few: the
+                    // rows in flight when a worker died) from `outbox_leased`.
                     "UPDATE outbox SET state = 'sending', lease_until = ?1, token = token + 1, attempts = attempts + 1, updated = ?2
                      WHERE id IN (
-                         SELECT id FROM outbox
-                         WHERE state IN ('pending', 'sending')
-                           AND ((state = 'pending' AND next_attempt <= ?2) OR (state = 'sending' AND lease_until <= ?2))
-                           AND kind IN (SELECT value FROM json_each(?4))
+                         SELECT id FROM (
+                             SELECT id, next_attempt, key FROM (
+                                 SELECT id, next_attempt, key FROM outbox
+                                 WHERE state = 'pending' AND next_attempt <= ?2
+                                   AND kind IN (SELECT value FROM json_each(?4))
+                                 ORDER BY next_attempt, key LIMIT ?3)
+                             UNION ALL
+                             SELECT id, next_attempt, key FROM (
+                                 SELECT id, next_attempt, key FROM outbox
+                                 WHERE state = 'sending' AND lease_until <= ?2
+                                   AND kind IN (SELECT value FROM json_each(?4))
+                                 ORDER BY next_attempt, key LIMIT ?3))
                          ORDER BY next_attempt, key LIMIT ?3)
                      RETURNING id, token, key, account, kind, payload, attempts, next_attempt",
                     params![until, micros(now), limit, kinds],
@@ -612,8 +632,14 @@ impl Store for SqliteStore {
         self.read(|c| {
             let min: Option<i64> = c
                 .prepare_cached(
-                    "SELECT MIN(CASE WHEN state = 'pending' THEN next_attempt ELSE lease_until END) FROM outbox
-                     WHERE state IN ('pending', 'sending') AND kind IN (SELECT value FROM json_each(?1))",
+                    "SELECT MIN(t) FROM (
+                         SELECT (SELECT next_attempt FROM outbox
+                                 WHERE state = 'pending' AND kind IN (SELECT value FROM json_each(?1))
+                                 ORDER BY next_attempt, key LIMIT 1) AS t
+                         UNION ALL
+                         SELECT (SELECT lease_until FROM outbox
+                                 WHERE state = 'sending' AND kind IN (SELECT value FROM json_each(?1))
+                                 ORDER BY lease_until LIMIT 1))",
                 )?
                 .query_row([kinds], |r| r.get(0))?;
             min.map(instant).transpose()
@@ -747,7 +773,7 @@ impl Store for SqliteStore {
         self.write(Durability::Full, |c| {
             let rescued = c.execute(
                 "UPDATE outbox SET state = 'pending', lease_until = NULL, updated = ?1
-                 WHERE state IN ('pending', 'sending') AND state = 'sending' AND lease_until <= ?1",
+                 WHERE state = 'sending' AND lease_until <= ?1",
                 [now],
             )?;
             // The same bounded batch is counted, then deleted, in one transaction.
@@ -904,7 +930,7 @@ impl Store for SqliteStore {
                 st.count(&state, n);
             }
             let oldest: Option<i64> = c.query_row(
-                "SELECT MIN(next_attempt) FROM outbox WHERE state IN ('pending', 'sending') AND state = 'pending'",
+                "SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
             )?;
