@@ -919,34 +919,48 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self, now: Timestamp) -> Result<Stats> {
+        // Scraped every few seconds, on the one reader the worker and the
+        // engine share: every count reads an index (a partial one where it
+        // can), never the table, whose rows carry their payloads. One read
+        // transaction, so that the counts agree with each other.
         self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let count = |sql: &str| -> Result<i64> { Ok(tx.query_row(sql, [], |r| r.get(0))?) };
             let mut st = Stats::default();
             for (state, n) in rows(
-                c,
-                "SELECT state, COUNT(*) FROM outbox GROUP BY state",
+                &tx,
+                "SELECT state, COUNT(*) FROM outbox WHERE state IN ('dead', 'suppressed', 'missed') GROUP BY state",
                 [],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
             )? {
                 st.count(&state, n);
             }
-            let oldest: Option<i64> = c.query_row(
+            st.pending = count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?;
+            st.sending = count("SELECT COUNT(*) FROM outbox WHERE state = 'sending'")?;
+            let done = count(
+                "SELECT COUNT(*) FROM outbox WHERE state IN ('sent', 'dead', 'suppressed', 'missed')",
+            )?;
+            st.sent = done - st.dead - st.suppressed - st.missed;
+            let oldest: Option<i64> = tx.query_row(
                 "SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
             )?;
             st.oldest_pending = oldest.map(instant).transpose()?;
-            let (accounts, due, next): (i64, i64, Option<i64>) = c.query_row(
-                "SELECT COUNT(*), COUNT(CASE WHEN next_due <= ?1 THEN 1 END), MIN(next_due) FROM accounts",
+            st.accounts = count("SELECT COUNT(*) FROM accounts")?;
+            st.due_accounts = tx.query_row(
+                "SELECT COUNT(*) FROM accounts WHERE next_due <= ?1",
                 [micros(now)],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| r.get(0),
             )?;
-            st.accounts = accounts;
-            st.due_accounts = due;
+            let next: Option<i64> = tx.query_row(
+                "SELECT MIN(next_due) FROM accounts WHERE next_due IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
             st.next_due = next.map(instant).transpose()?;
-            st.events_pending =
-                c.query_row("SELECT COUNT(*) FROM events WHERE applied = 0", [], |r| {
-                    r.get(0)
-                })?;
+            st.events_pending = count("SELECT COUNT(*) FROM events WHERE applied = 0")?;
+            drop(tx);
             Ok(st)
         })
         .await

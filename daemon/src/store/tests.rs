@@ -1271,6 +1271,8 @@ pub(super) async fn ops_suite<S: Store>(s: &S) {
         .await
         .unwrap();
     assert_eq!(claims.len(), 2);
+    let st = s.stats(now).await.unwrap();
+    assert_eq!((st.pending, st.sending, st.sent), (0, 2, 0));
     let ended = s
         .finish_many(
             &[
@@ -1322,6 +1324,21 @@ pub(super) async fn ops_suite<S: Store>(s: &S) {
         .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 1, "attempts start over");
+    s.finish(
+        &again[0].id,
+        again[0].token,
+        &Outcome::Suppressed {
+            reason: "unsubscribed".into(),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let st = s.stats(now).await.unwrap();
+    assert_eq!(
+        (st.sent, st.dead, st.suppressed, st.pending, st.sending),
+        (1, 0, 1, 0, 0)
+    );
     assert_eq!(s.account_outbox("a", 10).await.unwrap().len(), 1);
 
     // Endpoints disabled by a 410, until enabled.
