@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use futures_util::StreamExt;
+use futures_util::future::FusedFuture;
+use futures_util::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
@@ -48,9 +49,11 @@ struct Batch {
     late: AtomicUsize,
 }
 
-/// One chain's claims with their outcomes, and the store error that
-/// stopped it, if one did.
-type ChainResult = (Vec<(Claimed, Outcome)>, Option<crate::store::StoreError>);
+/// Claims a batch ends in one commit as their sends finish, or after
+/// `FINISH_AFTER` at the latest once a send has finished: what a crash can
+/// make the next claim repeat.
+const FINISH_EVERY: usize = 64;
+const FINISH_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a batch went.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -75,6 +78,24 @@ pub struct Delivered {
 }
 
 impl Delivered {
+    /// Counts one claim's outcome (`key`: its outbox key, for the errors).
+    fn count(&mut self, key: &str, outcome: &Outcome) {
+        match outcome {
+            Outcome::Sent => self.sent += 1,
+            Outcome::Retry { error, .. } => {
+                self.retried += 1;
+                self.errors.push((key.to_string(), error.clone()));
+            }
+            Outcome::Dead { error } => {
+                self.dead += 1;
+                self.errors.push((key.to_string(), error.clone()));
+            }
+            Outcome::Suppressed { .. } => self.suppressed += 1,
+            Outcome::Missed { .. } => self.missed += 1,
+            Outcome::Released => self.released += 1,
+        }
+    }
+
     /// Rows whose claim this batch ended, one way or another.
     pub fn total(&self) -> usize {
         self.sent + self.retried + self.dead + self.suppressed + self.missed + self.fenced
@@ -181,91 +202,109 @@ impl Worker {
         }
         // A store error while deciding one claim hands that claim back
         // untried (and is reported); the claims already sent still end.
-        let results: Vec<ChainResult> = futures_util::stream::iter(chains)
-            .map(|chain| {
-                let ctx = &ctx;
-                async move {
-                    let mut out = Vec::with_capacity(chain.len());
-                    // Emails of this chain that took a place under the cap
-                    // and then failed (their places are given back when
-                    // the batch's claims end).
-                    let mut failed_here = 0;
-                    let mut failed = None;
-                    for claim in chain {
-                        let late = !crate::runner::fresh(claimed_at, self.delivery.lease);
-                        let outcome = if stop() || failed.is_some() || late {
-                            if late && !stop() && failed.is_none() {
-                                ctx.late.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Outcome::Released
-                        } else {
-                            match self.outcome(store, &claim, failed_here, ctx).await {
-                                Ok(o) => o,
-                                Err(e) => {
-                                    failed = Some(e);
-                                    Outcome::Released
+        let mut results = std::pin::pin!(
+            futures_util::stream::iter(chains)
+                .map(|chain| {
+                    let ctx = &ctx;
+                    async move {
+                        let mut out = Vec::with_capacity(chain.len());
+                        // Emails of this chain that took a place under the cap
+                        // and then failed (their places are given back when
+                        // the batch's claims end).
+                        let mut failed_here = 0;
+                        let mut failed = None;
+                        for claim in chain {
+                            let late = !crate::runner::fresh(claimed_at, self.delivery.lease);
+                            let outcome = if stop() || failed.is_some() || late {
+                                if late && !stop() && failed.is_none() {
+                                    ctx.late.fetch_add(1, Ordering::Relaxed);
                                 }
+                                Outcome::Released
+                            } else {
+                                match self.outcome(store, &claim, failed_here, ctx).await {
+                                    Ok(o) => o,
+                                    Err(e) => {
+                                        failed = Some(e);
+                                        Outcome::Released
+                                    }
+                                }
+                            };
+                            if matches!(outcome, Outcome::Retry { .. } | Outcome::Dead { .. })
+                                && self.capped(&claim)
+                            {
+                                failed_here += 1;
                             }
-                        };
-                        if matches!(outcome, Outcome::Retry { .. } | Outcome::Dead { .. })
-                            && self.capped(&claim)
-                        {
-                            failed_here += 1;
+                            out.push((claim, outcome));
                         }
-                        out.push((claim, outcome));
+                        (out, failed)
                     }
-                    (out, failed)
-                }
-            })
-            .buffer_unordered(self.delivery.concurrency.max(1))
-            .collect()
-            .await;
-        let mut ended = Vec::new();
+                })
+                .buffer_unordered(self.delivery.concurrency.max(1))
+        );
+        // Claims end as their sends do, a few at a time, not all when the
+        // batch's last send is done: a crash then repeats at most the sends
+        // not yet recorded (the last `FINISH_EVERY` or so, and those in
+        // flight), not a whole batch. One commit at a time runs beside the
+        // sends, which go on meanwhile.
+        let mut done = Delivered::default();
+        let mut ended: Vec<(String, i64, Outcome)> = Vec::new();
         let mut first_error = None;
-        for (v, failed) in results {
-            ended.extend(v);
-            if first_error.is_none() {
-                first_error = failed;
-            }
-        }
-        for (name, reason) in ctx.gone.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            store.disable_endpoint(&name, &reason, now).await?;
-        }
-        let mut done = Delivered {
-            late: ctx.late.into_inner(),
-            ..Delivered::default()
-        };
-        let finished: Vec<(String, i64, Outcome)> = ended
-            .into_iter()
-            .map(|(claim, outcome)| {
-                match &outcome {
-                    Outcome::Sent => done.sent += 1,
-                    Outcome::Retry { error, .. } => {
-                        done.retried += 1;
-                        done.errors.push((claim.key.clone(), error.clone()));
+        let mut since = Instant::now();
+        let mut ending = std::pin::pin!(futures_util::future::OptionFuture::from(None));
+        let mut sending = true;
+        while sending || !ending.is_terminated() {
+            tokio::select! {
+                item = results.next(), if sending => match item {
+                    Some((chain, failed)) => {
+                        for (claim, outcome) in chain {
+                            done.count(&claim.key, &outcome);
+                            ended.push((claim.id, claim.token, outcome));
+                        }
+                        if first_error.is_none() {
+                            first_error = failed;
+                        }
                     }
-                    Outcome::Dead { error } => {
-                        done.dead += 1;
-                        done.errors.push((claim.key.clone(), error.clone()));
-                    }
-                    Outcome::Suppressed { .. } => done.suppressed += 1,
-                    Outcome::Missed { .. } => done.missed += 1,
-                    Outcome::Released => done.released += 1,
+                    None => sending = false,
+                },
+                fenced = &mut ending, if !ending.is_terminated() => {
+                    done.fenced += fenced.unwrap_or(Ok(0))?;
                 }
-                (claim.id, claim.token, outcome)
-            })
-            .collect();
-        // Sends already happened: their claims end even when another
-        // claim's store read failed above.
-        for ok in store.finish_many(&finished, now).await? {
-            if !ok {
-                done.fenced += 1;
+            }
+            let due = ended.len() >= FINISH_EVERY || since.elapsed() >= FINISH_AFTER || !sending;
+            if due && !ended.is_empty() && ending.is_terminated() {
+                let batch = std::mem::take(&mut ended);
+                ending.set(Some(self.end(store, &ctx, batch, now).fuse()).into());
+                since = Instant::now();
             }
         }
+        // Sends already happened: their claims ended above even when
+        // another claim's store read failed.
+        done.late = ctx.late.load(Ordering::Relaxed);
         if let Some(e) = first_error {
             return Err(e);
         }
         Ok(done)
+    }
+
+    /// Ends the claims in `ended` in one commit (after disabling the
+    /// endpoints that answered `410` meanwhile); how many were fenced.
+    async fn end<S: Store>(
+        &self,
+        store: &S,
+        ctx: &Batch,
+        ended: Vec<(String, i64, Outcome)>,
+        now: Timestamp,
+    ) -> Result<usize> {
+        let gone = std::mem::take(&mut *ctx.gone.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, reason) in gone {
+            store.disable_endpoint(&name, &reason, now).await?;
+        }
+        Ok(store
+            .finish_many(&ended, now)
+            .await?
+            .into_iter()
+            .filter(|ok| !ok)
+            .count())
     }
 
     async fn outcome<S: Store>(

@@ -913,3 +913,117 @@ async fn a_small_group_is_stepped_in_its_commit_and_handed_over_as_far_as_the_wo
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].event.id.as_deref(), Some("c1"));
 }
+
+/// A batch ends its claims as its sends finish, a few at a time, not all
+/// when its last send is done: a crash in the middle of a long batch then
+/// repeats only the sends not yet recorded. Here the batch's last webhook
+/// is held by its receiver; the rows sent before it are already ended.
+#[tokio::test]
+async fn a_batch_ends_its_claims_as_its_sends_finish_not_all_at_its_end() {
+    use std::collections::BTreeMap;
+    use touchpilot::engine::AccountState;
+    use touchpilot::store::{NewOutbox, Step};
+
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let app = axum::Router::new()
+        .route("/fast", axum::routing::post(async || "ok"))
+        .route(
+            "/gate",
+            axum::routing::post({
+                let (gate, arrived) = (gate.clone(), arrived.clone());
+                async move || {
+                    arrived.notify_one();
+                    gate.notified().await;
+                    "ok"
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&format!("sqlite:{}", dir.path().join("t.db").display()))
+            .await
+            .unwrap(),
+    );
+    let now = t("2026-03-02T10:00:00Z");
+    let state = AccountState::new(
+        Account::from_json(json!({"id": "a1", "name": "Acme"})).unwrap(),
+        now,
+    );
+    // Eighty rows for `fast`, then one for `gate`, last in due order.
+    let row = |i: usize, endpoint: &str| NewOutbox {
+        key: format!("row|{i:02}"),
+        account: "a1".into(),
+        kind: "webhook".into(),
+        payload: json!({"endpoint": endpoint, "content": {"n": i}, "at": now.to_string(),
+                        "message_id": format!("<{i}@touchpilot>")}),
+        at: now,
+        failure: None,
+    };
+    let mut outbox: Vec<NewOutbox> = (0..80).map(|i| row(i, "fast")).collect();
+    outbox.push(row(99, "gate"));
+    store
+        .commit_step(&Step {
+            state,
+            expected_version: None,
+            next_due: None,
+            applied: vec![],
+            outbox,
+            trace: vec![],
+        })
+        .await
+        .unwrap();
+    let mut endpoints = BTreeMap::new();
+    for name in ["fast", "gate"] {
+        endpoints.insert(
+            name.to_string(),
+            touchpilot::config::Webhook {
+                url: format!("{base}/{name}"),
+                secret: None,
+                allow_private: true,
+            },
+        );
+    }
+    let webhooks = Webhooks::new(endpoints, std::time::Duration::from_secs(30)).unwrap();
+    let mailer = Mailer::new("file:outbox", "us@acme.example", dir.path()).unwrap();
+    let delivery = touchpilot::config::Delivery {
+        concurrency: 1,
+        ..Default::default()
+    };
+    let worker = Worker::new(mailer, webhooks, None, delivery);
+    let batch = tokio::spawn({
+        let store = store.clone();
+        async move { worker.deliver_due(&*store, now, 100, &|| false).await }
+    });
+
+    tokio::time::timeout(std::time::Duration::from_secs(20), arrived.notified())
+        .await
+        .expect("the batch reaches its last webhook");
+    let sent = store
+        .list_outbox(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == OutboxState::Sent)
+        .count();
+    assert!(
+        (64..=80).contains(&sent),
+        "{sent} rows ended while the batch still runs"
+    );
+    assert!(!batch.is_finished());
+    gate.notify_one();
+    let done = batch.await.unwrap().unwrap();
+    assert_eq!((done.sent, done.total()), (81, 81), "{done:?}");
+    assert!(
+        store
+            .list_outbox(100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.state == OutboxState::Sent)
+    );
+}
