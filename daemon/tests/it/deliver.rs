@@ -113,6 +113,30 @@ fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+/// The runner (on a SQLite file in `dir`) and the worker of the
+/// configuration `setup` wrote there.
+async fn runner_and_worker(dir: &std::path::Path) -> (Runner<SqliteStore>, Worker) {
+    let (config, _) = touchpilot::config::load(&dir.join("touchpilot.yaml"), &|_| None).unwrap();
+    let config = Arc::new(config);
+    let engine = Engine::new(
+        config.clone(),
+        Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
+    );
+    let store = SqliteStore::open(&format!("sqlite:{}", dir.join("t.db").display()))
+        .await
+        .unwrap();
+    let mailer = Mailer::new(
+        &config.email.transport,
+        config.email.from.as_deref().unwrap(),
+        dir,
+    )
+    .unwrap();
+    let webhooks =
+        Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(5)).unwrap();
+    let worker = Worker::new(mailer, webhooks, config.cap, config.delivery);
+    (Runner::new(store, engine), worker)
+}
+
 #[tokio::test]
 async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_classified() {
     let (base, rx) = receiver(&[
@@ -123,17 +147,7 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
     .await;
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &base);
-    let (config, _) =
-        touchpilot::config::load(&dir.path().join("touchpilot.yaml"), &|_| None).unwrap();
-    let config = Arc::new(config);
-    let engine = Engine::new(
-        config.clone(),
-        Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
-    );
-    let store = SqliteStore::open(&format!("sqlite:{}", dir.path().join("t.db").display()))
-        .await
-        .unwrap();
-    let runner = Runner::new(store, engine);
+    let (runner, mut worker) = runner_and_worker(dir.path()).await;
     let acme = json!({"id": "a1", "name": "Acme", "contacts": [
         {"email": "ann@acme.example", "name": "Ann"}, {"email": "bo@acme.example", "name": "Bo"}]});
     let start = t("2026-03-02T10:00:00Z");
@@ -167,15 +181,6 @@ async fn an_event_is_delivered_once_as_email_and_signed_webhooks_with_retries_cl
     let now = t("2026-03-02T12:00:00Z");
     runner.apply_pending(now, 100).await.unwrap();
 
-    let mailer = Mailer::new(
-        &config.email.transport,
-        config.email.from.as_deref().unwrap(),
-        dir.path(),
-    )
-    .unwrap();
-    let webhooks =
-        Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(5)).unwrap();
-    let mut worker = Worker::new(mailer, webhooks, config.cap, config.delivery);
     // The events are two hours old when first delivered: inside a day's grace.
     worker.delivery.grace = SignedDuration::from_hours(24);
     let first = worker
@@ -650,17 +655,7 @@ async fn a_claim_whose_turn_comes_after_half_its_lease_goes_back_untried() {
     let (base, rx) = receiver(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &base);
-    let (config, _) =
-        touchpilot::config::load(&dir.path().join("touchpilot.yaml"), &|_| None).unwrap();
-    let config = Arc::new(config);
-    let engine = Engine::new(
-        config.clone(),
-        Arc::new(|a: &str| format!("http://127.0.0.1:8080/unsubscribe/{a}")),
-    );
-    let store = SqliteStore::open(&format!("sqlite:{}", dir.path().join("t.db").display()))
-        .await
-        .unwrap();
-    let runner = Runner::new(store, engine);
+    let (runner, worker) = runner_and_worker(dir.path()).await;
     let acme = json!({"id": "a1", "name": "Acme", "contacts": [{"email": "ann@acme.example", "name": "Ann"}]});
     let now = t("2026-03-02T10:00:00Z");
     runner
@@ -676,15 +671,6 @@ async fn a_claim_whose_turn_comes_after_half_its_lease_goes_back_untried() {
     };
     runner.store.ingest(&[event], now).await.unwrap();
     runner.apply_pending(now, 100).await.unwrap();
-    let mailer = Mailer::new(
-        &config.email.transport,
-        config.email.from.as_deref().unwrap(),
-        dir.path(),
-    )
-    .unwrap();
-    let webhooks =
-        Webhooks::new(config.webhooks.clone(), std::time::Duration::from_secs(5)).unwrap();
-    let worker = Worker::new(mailer, webhooks, config.cap, config.delivery);
     let lease = worker.delivery.lease;
     let kinds = touchpilot::deliver::worker::KINDS;
 
