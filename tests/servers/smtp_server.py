@@ -12,16 +12,18 @@ Accepts every message and writes it to MAILDIR/N.eml, except:
   the message),
 - a message to a recipient starting with `dropafter` is kept, then the
   connection is dropped before the reply to DATA, once (the ambiguous
-  window: the client cannot know it was delivered).
+  window: the client cannot know it was delivered),
+- a message to a recipient starting with `rejectdata` is refused at the end
+  of its data with 554, and not kept.
 
 The server offers PIPELINING (RFC 2920) unless `--no-pipelining`; aiosmtpd
 reads commands line by line, so it takes pipelined commands either way.
 `--no-ehlo` refuses EHLO (502), as a server that only knows HELO would.
 `--offer-starttls` lists STARTTLS without being able to do it.
 `--log FILE` appends one line per command, `PEERPORT VERB` (`MESSAGE` once
-a message's data arrived), and for MAIL
-`ahead=N`: the bytes already received after it (N > 0 when the client
-pipelined its RCPT and DATA with it).
+a message's data arrived), and for MAIL and MESSAGE `ahead=N`: the bytes
+already received after it (N > 0 when the client pipelined its RCPT and
+DATA with MAIL, or the next message's commands with the data).
 
 Prints `ready` on stdout once listening; stops on stdin EOF.
 """
@@ -94,7 +96,9 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        self.log(session, "MESSAGE")
+        self.log(session, f"MESSAGE ahead={len(server._reader._buffer)}")
+        if any(a.startswith("rejectdata") for a in envelope.rcpt_tos):
+            return "554 5.6.0 message refused"
         self.count += 1
         (self.maildir / f"{self.count}.eml").write_bytes(envelope.original_content or envelope.content)
         drop = [a for a in envelope.rcpt_tos if a.startswith("dropafter") and a not in self.dropped]

@@ -16,7 +16,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::{SendError, smtp};
 
@@ -25,8 +25,9 @@ enum Transport {
     /// name and then renamed: whoever reads the directory never sees half
     /// a message.
     File(PathBuf),
-    /// Implicit TLS (`smtps://`), through lettre's own pool.
-    Smtps(AsyncSmtpTransport<Tokio1Executor>),
+    /// Implicit TLS (`smtps://`), through lettre's own pool, whose
+    /// connections are not bounded by its size: the semaphore bounds them.
+    Smtps(AsyncSmtpTransport<Tokio1Executor>, tokio::sync::Semaphore),
     /// Plain SMTP to a relay (`smtp://`), through our pool.
     Smtp(SmtpPool),
 }
@@ -42,7 +43,20 @@ enum Transport {
 /// keeps lettre's connection. With `?tls=opportunistic` the first
 /// connection finds out: a server that offers STARTTLS is asked again
 /// through lettre, and so is every later connection.
+///
+/// Each connection is a lane: a task that sends the messages it is given
+/// one after the other, and takes the next queued one before it writes a
+/// message's data, so that the next message's commands go out with it
+/// (`smtp::Connection::transact`). A message goes to the lane that went
+/// idle last (so a trickle of mail keeps one connection busy rather than
+/// every connection idle), to a new lane while there are fewer than
+/// `connections`, or else to the queue.
 struct SmtpPool {
+    shared: std::sync::Arc<Shared>,
+}
+
+/// How to reach the relay.
+struct Relay {
     host: String,
     port: u16,
     starttls: StartTls,
@@ -51,8 +65,31 @@ struct SmtpPool {
     hello: ClientId,
     /// The server offered STARTTLS under `?tls=opportunistic`.
     offers_tls: std::sync::atomic::AtomicBool,
-    idle: std::sync::Mutex<Vec<(Conn, tokio::time::Instant)>>,
-    slots: Semaphore,
+}
+
+struct Shared {
+    relay: Relay,
+    connections: usize,
+    lanes: std::sync::Mutex<Lanes>,
+}
+
+#[derive(Default)]
+struct Lanes {
+    /// Messages no lane has taken yet, oldest first.
+    queue: std::collections::VecDeque<Job>,
+    /// Idle lanes, the one idle longest first.
+    parked: Vec<oneshot::Sender<Job>>,
+    /// Lanes running.
+    open: usize,
+    /// The pool is gone: lanes finish the queue, then close.
+    closed: bool,
+}
+
+/// One message for a lane, and where its result goes.
+struct Job {
+    envelope: lettre::address::Envelope,
+    email: Vec<u8>,
+    done: oneshot::Sender<Result<(), SendError>>,
 }
 
 enum Conn {
@@ -99,7 +136,7 @@ enum StartTls {
 /// An idle connection older than this is tested before it is used.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
-impl SmtpPool {
+impl Relay {
     async fn connect(&self) -> Result<Conn, SendError> {
         use std::sync::atomic::Ordering::Relaxed;
         let plain = self.credentials.is_none()
@@ -175,12 +212,10 @@ impl SmtpPool {
         Ok(conn)
     }
 
-    async fn checkout(&self) -> Result<Conn, SendError> {
-        loop {
-            let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some((mut conn, since)) = popped else {
-                return self.connect().await;
-            };
+    /// A connection ready for a transaction: `held` if it is fresh, or
+    /// answers NOOP after sitting idle, else a new one.
+    async fn ready(&self, held: Option<(Conn, tokio::time::Instant)>) -> Result<Conn, SendError> {
+        if let Some((mut conn, since)) = held {
             if since.elapsed() < IDLE_CHECK {
                 return Ok(conn);
             }
@@ -193,41 +228,193 @@ impl SmtpPool {
                 conn.close(self.timeout).await;
             }
         }
+        self.connect().await
+    }
+}
+
+/// What a lane does next.
+enum Next {
+    Job(Job),
+    Park(oneshot::Receiver<Job>),
+    Close,
+}
+
+impl Shared {
+    /// Gives `job` to the lane idle for the shortest time, to a new lane,
+    /// or to the queue.
+    fn submit(self: &std::sync::Arc<Self>, mut job: Job) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(lane) = lanes.parked.pop() {
+            match lane.send(job) {
+                Ok(()) => return,
+                // A lane that ended (its runtime is going away).
+                Err(back) => job = back,
+            }
+        }
+        if lanes.open < self.connections {
+            lanes.open += 1;
+            drop(lanes);
+            tokio::spawn(lane(self.clone(), job));
+        } else {
+            lanes.queue.push_back(job);
+        }
     }
 
-    async fn send(&self, message: &Message) -> Result<(), SendError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        let mut conn = self.checkout().await?;
-        let envelope = message.envelope();
-        let email = message.formatted();
-        let sent = match &mut conn {
-            Conn::Plain(c) => tokio::time::timeout(self.timeout, c.send(envelope, &email))
-                .await
-                .map_err(|_| ()),
-            Conn::Lettre(c) => tokio::time::timeout(self.timeout, c.send(envelope, &email))
-                .await
-                .map(|r| r.map(|_| ()).map_err(smtp_error))
-                .map_err(|_| ()),
-        };
-        match sent {
-            Ok(result) => {
-                if conn.has_broken() {
-                    conn.close(self.timeout).await;
-                } else {
-                    self.idle
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((conn, tokio::time::Instant::now()));
-                }
-                result
-            }
-            // In the middle of an exchange: nothing more can be said on it.
-            Err(()) => Err(timed_out()),
+    /// The oldest queued message, if any.
+    fn queued(&self) -> Option<Job> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.queue.pop_front()
+    }
+
+    fn next(&self) -> Next {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(job) = lanes.queue.pop_front() {
+            return Next::Job(job);
         }
+        if lanes.closed {
+            lanes.open -= 1;
+            return Next::Close;
+        }
+        let (tx, rx) = oneshot::channel();
+        lanes.parked.push(tx);
+        Next::Park(rx)
+    }
+}
+
+/// One connection's task: sends the messages it is given or finds queued,
+/// one after the other, each bounded by the relay's timeout.
+async fn lane(shared: std::sync::Arc<Shared>, first: Job) {
+    let relay = &shared.relay;
+    // The connection and when it was last used.
+    let mut held: Option<(Conn, tokio::time::Instant)> = None;
+    // The message to send next, with its envelope as said on `held` when
+    // its commands are already out there.
+    let mut carried: Option<(Job, Option<smtp::Prepared>)> = Some((first, None));
+    loop {
+        let (job, announced) = match carried.take() {
+            Some(c) => c,
+            None => match shared.next() {
+                Next::Job(job) => (job, None),
+                Next::Park(rx) => match rx.await {
+                    Ok(job) => (job, None),
+                    // The pool is gone.
+                    Err(_) => break,
+                },
+                Next::Close => break,
+            },
+        };
+        let conn = match announced {
+            Some(_) => held.take().expect("announced on the held connection").0,
+            None => match relay.ready(held.take()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = job.done.send(Err(e));
+                    continue;
+                }
+            },
+        };
+        let mut plain = match conn {
+            Conn::Plain(c) => c,
+            Conn::Lettre(mut c) => {
+                let sent =
+                    tokio::time::timeout(relay.timeout, c.send(&job.envelope, &job.email)).await;
+                let result = match sent {
+                    Ok(r) => r.map(|_| ()).map_err(smtp_error),
+                    // In the middle of an exchange: nothing more can be said on it.
+                    Err(_) => {
+                        let _ = job.done.send(Err(timed_out()));
+                        continue;
+                    }
+                };
+                let _ = job.done.send(result);
+                let conn = Conn::Lettre(c);
+                if conn.has_broken() {
+                    conn.close(relay.timeout).await;
+                } else {
+                    held = Some((conn, tokio::time::Instant::now()));
+                }
+                continue;
+            }
+        };
+        let was_announced = announced.is_some();
+        let prepared = match announced {
+            Some(p) => p,
+            None => match plain.prepare(&job.envelope, &job.email) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = job.done.send(Err(e));
+                    held = Some((Conn::Plain(plain), tokio::time::Instant::now()));
+                    continue;
+                }
+            },
+        };
+        // The next message, its commands to go out with this one's data.
+        let mut next = None;
+        if plain.extensions().pipelining {
+            while let Some(n) = shared.queued() {
+                match plain.prepare(&n.envelope, &n.email) {
+                    Ok(p) => {
+                        next = Some((n, p));
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = n.done.send(Err(e));
+                    }
+                }
+            }
+        }
+        let sent = tokio::time::timeout(
+            relay.timeout,
+            plain.transact(
+                &prepared,
+                &job.email,
+                was_announced,
+                next.as_ref().map(|(_, p)| p),
+            ),
+        )
+        .await;
+        // A broken or timed-out connection is dropped: a next message
+        // announced on it was never sent, and goes on a new connection.
+        let (result, usable, next_announced) = match sent {
+            Ok((result, a)) => {
+                let usable = !plain.has_broken();
+                (result, usable, usable && a)
+            }
+            Err(_) => (Err(timed_out()), false, false),
+        };
+        let _ = job.done.send(result);
+        if usable {
+            held = Some((Conn::Plain(plain), tokio::time::Instant::now()));
+        }
+        carried = next.map(|(n, p)| (n, next_announced.then_some(p)));
+    }
+    if let Some((conn, _)) = held {
+        conn.close(relay.timeout).await;
+    }
+}
+
+impl SmtpPool {
+    async fn send(&self, message: &Message) -> Result<(), SendError> {
+        let (done, result) = oneshot::channel();
+        self.shared.submit(Job {
+            envelope: message.envelope().clone(),
+            email: message.formatted(),
+            done,
+        });
+        result.await.unwrap_or_else(|_| {
+            Err(SendError::Retryable(
+                "smtp: the connection's task ended before the message was sent".to_string(),
+            ))
+        })
+    }
+}
+
+impl Drop for SmtpPool {
+    /// Idle lanes close their connections; busy ones after the queue.
+    fn drop(&mut self) {
+        let mut lanes = self.shared.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        lanes.closed = true;
+        lanes.parked.clear();
     }
 }
 
@@ -389,18 +576,25 @@ impl Mailer {
                 if let Some(c) = credentials {
                     builder = builder.credentials(c);
                 }
-                Transport::Smtps(builder.build())
+                Transport::Smtps(
+                    builder.build(),
+                    tokio::sync::Semaphore::new(connections.max(1)),
+                )
             } else {
                 Transport::Smtp(SmtpPool {
-                    host: host.to_string(),
-                    port,
-                    starttls,
-                    credentials,
-                    timeout,
-                    hello: ClientId::default(),
-                    offers_tls: std::sync::atomic::AtomicBool::new(false),
-                    idle: std::sync::Mutex::new(Vec::new()),
-                    slots: Semaphore::new(connections.max(1)),
+                    shared: std::sync::Arc::new(Shared {
+                        relay: Relay {
+                            host: host.to_string(),
+                            port,
+                            starttls,
+                            credentials,
+                            timeout,
+                            hello: ClientId::default(),
+                            offers_tls: std::sync::atomic::AtomicBool::new(false),
+                        },
+                        connections: connections.max(1),
+                        lanes: std::sync::Mutex::new(Lanes::default()),
+                    }),
                 })
             }
         };
@@ -411,7 +605,7 @@ impl Mailer {
     pub fn directory(&self) -> Option<&Path> {
         match &self.transport {
             Transport::File(dir) => Some(dir),
-            Transport::Smtp(_) | Transport::Smtps(_) => None,
+            Transport::Smtp(_) | Transport::Smtps(..) => None,
         }
     }
 
@@ -475,7 +669,10 @@ impl Mailer {
         match &self.transport {
             Transport::File(dir) => write_eml(dir, &message).await,
             Transport::Smtp(pool) => pool.send(&message).await,
-            Transport::Smtps(t) => t.send(message).await.map(|_| ()).map_err(smtp_error),
+            Transport::Smtps(t, slots) => {
+                let _slot = slots.acquire().await.expect("never closed");
+                t.send(message).await.map(|_| ()).map_err(smtp_error)
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 //! TLS or AUTH). With PIPELINING (RFC 2920) a message costs two round
 //! trips instead of lettre's four: MAIL, RCPT and DATA go out in one write
 //! and their replies are read together, then the body and its final dot
-//! in another. Without PIPELINING it goes in lockstep.
+//! in another. When the next message is already waiting, its MAIL, RCPT
+//! and DATA go out with this one's body: one round trip a message.
+//! Without PIPELINING it goes in lockstep.
 //!
 //! It never does TLS or AUTH, and never sends a body unless every command
 //! of the transaction was accepted. After a failure the connection is
@@ -116,6 +118,15 @@ pub async fn dial(host: &str, port: u16) -> Result<TcpStream, SendError> {
     Ok(tcp)
 }
 
+/// A message's envelope as one connection says it (`Connection::prepare`).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    from: String,
+    /// `SMTPUTF8`, `BODY=8BITMIME`, each with its leading space.
+    params: String,
+    to: Vec<String>,
+}
+
 /// One plain SMTP connection, greeted and ready for a transaction.
 #[derive(Debug)]
 pub struct Connection {
@@ -195,8 +206,14 @@ impl Connection {
     /// refusal the transaction is reset and the connection stays usable;
     /// on anything else it is marked broken.
     pub async fn send(&mut self, envelope: &Envelope, email: &[u8]) -> Result<(), SendError> {
-        // The same MAIL parameters lettre's connection would use, and the
-        // same refusals when the server cannot take them (nothing sent yet).
+        let prepared = self.prepare(envelope, email)?;
+        self.transact(&prepared, email, false, None).await.0
+    }
+
+    /// The envelope as this connection will say it: the same MAIL
+    /// parameters lettre's connection would use, and the same refusals
+    /// when the server cannot take them (nothing is sent).
+    pub fn prepare(&self, envelope: &Envelope, email: &[u8]) -> Result<Prepared, SendError> {
         let mut params = String::new();
         let non_ascii = envelope
             .from()
@@ -223,63 +240,97 @@ impl Connection {
             }
             params.push_str(" BODY=8BITMIME");
         }
-        let from = envelope.from().map_or("", AsRef::<str>::as_ref);
-        let result = if self.extensions.pipelining {
-            self.pipelined(envelope, from, &params).await
+        Ok(Prepared {
+            from: envelope.from().map_or("", AsRef::<str>::as_ref).to_string(),
+            params,
+            to: envelope.to().iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Sends one message (`prepare`d on this connection). `announced`:
+    /// its commands already went out, written after the previous
+    /// message's data. With `next`, under PIPELINING, the next message's
+    /// MAIL, RCPT and DATA go out in the same write as this message's
+    /// data (RFC 2920 3.1: message content may start a group), so that a
+    /// message costs one round trip instead of two; the second value says
+    /// whether they did, and then the next call must say `announced`.
+    ///
+    /// A refusal of this message leaves the connection usable (reset, or,
+    /// when the next message's commands are already out, at the start of
+    /// its transaction, where the end of a message's data leaves a server
+    /// whatever its answer); anything else marks it broken, and a next
+    /// message announced on it was not sent.
+    pub async fn transact(
+        &mut self,
+        msg: &Prepared,
+        email: &[u8],
+        announced: bool,
+        next: Option<&Prepared>,
+    ) -> (Result<(), SendError>, bool) {
+        let began = if self.extensions.pipelining {
+            self.pipelined(msg, announced).await
         } else {
-            self.lockstep(envelope, from, &params).await
+            self.lockstep(msg).await
         };
-        match result {
-            Ok(()) => {}
-            Err(e) => {
-                if !self.broken {
-                    self.reset().await;
-                }
-                return Err(e);
+        if let Err(e) = began {
+            if !self.broken {
+                self.reset().await;
             }
+            return (Err(e), false);
         }
         self.output.clear();
         stuff(email, &mut self.output);
         self.output.extend_from_slice(b"\r\n.\r\n");
-        self.flush().await?;
+        let next = next.filter(|_| self.extensions.pipelining);
+        if let Some(n) = next {
+            self.push_commands(n);
+        }
+        let announced_next = next.is_some();
+        if let Err(e) = self.flush().await {
+            return (Err(e), announced_next);
+        }
         // From here on the server may have the message: a connection lost
         // now leaves it unknown whether it was delivered (retried, with the
         // same Message-ID).
-        let done = self.reply().await?;
+        let done = match self.reply().await {
+            Ok(r) => r,
+            Err(e) => return (Err(e), announced_next),
+        };
         if done.positive() {
-            Ok(())
-        } else {
-            let e = self.refusal("the message", &done);
-            if !self.broken {
-                self.reset().await;
-            }
-            Err(e)
+            return (Ok(()), announced_next);
         }
+        let e = self.refusal("the message", &done);
+        if !self.broken && !announced_next {
+            self.reset().await;
+        }
+        (Err(e), announced_next)
     }
 
-    /// MAIL, every RCPT and DATA in one write, then their replies. Ok
-    /// means DATA was answered 354 after every other command was accepted.
-    async fn pipelined(
-        &mut self,
-        envelope: &Envelope,
-        from: &str,
-        params: &str,
-    ) -> Result<(), SendError> {
-        self.output.clear();
-        self.push(format_args!("MAIL FROM:<{from}>{params}\r\n"));
-        for to in envelope.to() {
+    fn push_commands(&mut self, msg: &Prepared) {
+        self.push(format_args!("MAIL FROM:<{}>{}\r\n", msg.from, msg.params));
+        for to in &msg.to {
             self.push(format_args!("RCPT TO:<{to}>\r\n"));
         }
         self.output.extend_from_slice(b"DATA\r\n");
-        self.flush().await?;
+    }
+
+    /// MAIL, every RCPT and DATA in one write (unless `announced`), then
+    /// their replies. Ok means DATA was answered 354 after every other
+    /// command was accepted.
+    async fn pipelined(&mut self, msg: &Prepared, announced: bool) -> Result<(), SendError> {
+        if !announced {
+            self.output.clear();
+            self.push_commands(msg);
+            self.flush().await?;
+        }
         // Every reply is read, failed or not, so that none is left behind
         // to be taken for the answer to a later command.
         let mut first_refusal = None;
         let mail = self.reply().await?;
         if !mail.positive() {
-            first_refusal = Some(self.refusal(&format!("MAIL FROM:<{from}>"), &mail));
+            first_refusal = Some(self.refusal(&format!("MAIL FROM:<{}>", msg.from), &mail));
         }
-        for to in envelope.to() {
+        for to in &msg.to {
             let rcpt = self.reply().await?;
             if !rcpt.positive() {
                 let e = self.refusal(&format!("RCPT TO:<{to}>"), &rcpt);
@@ -303,19 +354,14 @@ impl Connection {
     }
 
     /// MAIL, each RCPT and DATA, each waiting for its reply.
-    async fn lockstep(
-        &mut self,
-        envelope: &Envelope,
-        from: &str,
-        params: &str,
-    ) -> Result<(), SendError> {
-        self.command(&format!("MAIL FROM:<{from}>{params}\r\n"))
+    async fn lockstep(&mut self, msg: &Prepared) -> Result<(), SendError> {
+        self.command(&format!("MAIL FROM:<{}>{}\r\n", msg.from, msg.params))
             .await?;
         let mail = self.reply().await?;
         if !mail.positive() {
-            return Err(self.refusal(&format!("MAIL FROM:<{from}>"), &mail));
+            return Err(self.refusal(&format!("MAIL FROM:<{}>", msg.from), &mail));
         }
-        for to in envelope.to() {
+        for to in &msg.to {
             self.command(&format!("RCPT TO:<{to}>\r\n")).await?;
             let rcpt = self.reply().await?;
             if !rcpt.positive() {

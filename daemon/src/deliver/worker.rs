@@ -31,7 +31,16 @@ pub struct Worker {
     /// Connector plugins (`deliver::connector`); without them, connector
     /// rows are retried until the daemon runs with its plugins.
     pub connectors: Option<super::connector::Connectors>,
+    /// Webhook requests and connector calls in flight, at most
+    /// `delivery.concurrency` (emails are bounded by the mailer's
+    /// connections).
+    requests: tokio::sync::Semaphore,
 }
+
+/// Deliveries a batch keeps in flight, per connection of
+/// `delivery.concurrency`: two, so that each SMTP connection has its next
+/// message waiting while it sends one, and pipelines the two.
+const IN_FLIGHT_PER_CONNECTION: usize = 2;
 
 /// What every claim of one batch is decided against.
 struct Batch {
@@ -108,13 +117,14 @@ impl Worker {
             mailer,
             webhooks,
             cap,
+            requests: tokio::sync::Semaphore::new(delivery.concurrency.max(1)),
             delivery,
             connectors: None,
         }
     }
 
-    /// Delivers up to `batch` due rows, `delivery.concurrency` at a time,
-    /// and ends their claims in one commit. `stop` is asked before each
+    /// Delivers up to `batch` due rows, `delivery.concurrency` connections
+    /// or requests at a time, and ends their claims as they finish. `stop` is asked before each
     /// send: once it says yes, the remaining claims are handed back untried.
     pub async fn deliver_due<S: Store>(
         &self,
@@ -129,8 +139,8 @@ impl Worker {
     }
 
     /// Delivers claims already made (by `deliver_due`, or by the engine
-    /// step that created them), `delivery.concurrency` at a time, and ends
-    /// them in one commit. `claimed_at` is an instant no later than the
+    /// step that created them), `delivery.concurrency` connections or
+    /// requests at a time, and ends them as they finish, a few per commit. `claimed_at` is an instant no later than the
     /// start of their leases (`delivery.lease`): a claim whose turn comes
     /// after half its lease is handed back untried (`Delivered::late`).
     pub async fn deliver<S: Store>(
@@ -239,7 +249,7 @@ impl Worker {
                         (out, failed)
                     }
                 })
-                .buffer_unordered(self.delivery.concurrency.max(1))
+                .buffer_unordered(self.delivery.concurrency.max(1) * IN_FLIGHT_PER_CONNECTION)
         );
         // Claims end as their sends do, a few at a time, not all when the
         // batch's last send is done: a crash then repeats at most the sends
@@ -330,6 +340,7 @@ impl Worker {
             });
         }
         if claim.kind == "connector" {
+            let _slot = self.requests.acquire().await.expect("never closed");
             return super::connector::deliver(self, store, claim, now, due).await;
         }
         let result = if claim.kind == "email" {
@@ -353,6 +364,7 @@ impl Worker {
                     ),
                 });
             }
+            let _slot = self.requests.acquire().await.expect("never closed");
             self.webhooks.send(p, now).await
         };
         Ok(match result {

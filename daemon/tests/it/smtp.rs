@@ -70,6 +70,27 @@ impl Server {
         )
         .unwrap()
     }
+
+    /// A mailer with one connection, so that messages sent together
+    /// queue behind each other on it.
+    fn one_connection(&self) -> Mailer {
+        Mailer::with(
+            &format!("smtp://127.0.0.1:{}", self.port),
+            "Acme Success <success@acme.example>",
+            std::path::Path::new("."),
+            1,
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    /// The log lines of each message's arrival, `(connection, line)`.
+    fn arrivals(&self) -> Vec<(usize, String)> {
+        self.commands()
+            .into_iter()
+            .filter(|(_, l)| l.starts_with("MESSAGE"))
+            .collect()
+    }
 }
 
 pub fn server() -> Server {
@@ -271,7 +292,7 @@ async fn helo_when_the_server_refuses_ehlo() {
     // No extensions after HELO: lockstep.
     assert_eq!(
         s.commands().into_iter().map(|(_, l)| l).collect::<Vec<_>>(),
-        ["EHLO", "HELO", "MAIL ahead=0", "RCPT", "MESSAGE"]
+        ["EHLO", "HELO", "MAIL ahead=0", "RCPT", "MESSAGE ahead=0"]
     );
     assert_eq!(s.files(), 1);
 }
@@ -370,6 +391,100 @@ async fn a_connection_dropped_after_the_data_is_retryable_and_not_reused() {
         assert_eq!(verbs.last().unwrap(), "1 MESSAGE", "{options:?}: {verbs:?}");
         assert_eq!(s.files(), 2);
     }
+}
+
+#[tokio::test]
+async fn messages_queued_on_a_connection_go_out_one_round_trip_each() {
+    for options in [&[][..], &["--no-pipelining"][..]] {
+        let s = server_with(options);
+        let mailer = s.one_connection();
+        let messages: Vec<_> = (0..5)
+            .map(|i| {
+                mailer
+                    .message(&payload(&format!("ann{i}@acme.example")))
+                    .unwrap()
+            })
+            .collect();
+        let expected: Vec<_> = messages.iter().map(as_received).collect();
+        let sent =
+            futures_util::future::join_all(messages.into_iter().map(|m| mailer.deliver(m))).await;
+        assert!(sent.iter().all(Result::is_ok), "{options:?}: {sent:?}");
+        for (i, bytes) in expected.iter().enumerate() {
+            assert_eq!(&s.received(i + 1), bytes, "{options:?}: message {i}");
+        }
+        let arrivals = s.arrivals();
+        assert_eq!(arrivals.len(), 5, "{arrivals:?}");
+        assert!(arrivals.iter().all(|(n, _)| *n == 0), "{arrivals:?}");
+        let behind: Vec<bool> = arrivals
+            .iter()
+            .map(|(_, l)| l != "MESSAGE ahead=0")
+            .collect();
+        if options.is_empty() {
+            // The next message's MAIL, RCPT and DATA came with each
+            // message's data, but the last one's.
+            assert_eq!(behind, [true, true, true, true, false], "{arrivals:?}");
+        } else {
+            // Without PIPELINING, nothing is ever written ahead.
+            assert_eq!(behind, [false; 5], "{arrivals:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_refused_at_its_end_leaves_the_next_one_announced_behind_it_to_go() {
+    let s = server();
+    let mailer = s.one_connection();
+    let (first, second) = (
+        payload("rejectdata@acme.example"),
+        payload("ann@acme.example"),
+    );
+    let (refused, next) = tokio::join!(mailer.send(&first), mailer.send(&second));
+    match refused {
+        Err(SendError::Fatal(e)) => assert!(e.contains("554"), "{e}"),
+        other => panic!("a 5xx to the data must be fatal: {other:?}"),
+    }
+    next.expect("the message behind it is delivered");
+    // No RSET between them: the next MAIL was already out, and the end
+    // of the data ends the transaction whatever its answer.
+    assert_eq!(
+        s.verbs(),
+        [
+            "0 EHLO",
+            "0 MAIL",
+            "0 RCPT",
+            "0 MESSAGE",
+            "0 MAIL",
+            "0 RCPT",
+            "0 MESSAGE"
+        ]
+    );
+    assert_eq!(s.files(), 1);
+}
+
+#[tokio::test]
+async fn a_message_announced_on_a_connection_lost_after_the_data_goes_on_a_new_one() {
+    let s = server();
+    let mailer = s.one_connection();
+    let (first, second) = (
+        payload("dropafter@acme.example"),
+        payload("ann@acme.example"),
+    );
+    let (lost, next) = tokio::join!(mailer.send(&first), mailer.send(&second));
+    match lost {
+        Err(SendError::Retryable(_)) => {}
+        other => panic!("a lost reply must be retryable: {other:?}"),
+    }
+    // Its commands went out with the lost message's data, but never its
+    // own data: it is sent once, on the next connection.
+    next.expect("the message behind it is delivered");
+    let arrivals = s.arrivals();
+    assert_eq!(
+        arrivals.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 1],
+        "{arrivals:?}"
+    );
+    assert_ne!(arrivals[0].1, "MESSAGE ahead=0", "announced: {arrivals:?}");
+    assert_eq!(s.files(), 2);
 }
 
 #[tokio::test]
@@ -487,11 +602,15 @@ fn scripted(connections: usize, hang: Option<usize>, close_after: Option<usize>)
 
 impl Scripted {
     fn mailer(&self) -> Mailer {
+        self.mailer_with(4)
+    }
+
+    fn mailer_with(&self, connections: usize) -> Mailer {
         Mailer::with(
             &format!("smtp://127.0.0.1:{}", self.port),
             "a@b.io",
             std::path::Path::new("."),
-            4,
+            connections,
             Duration::from_secs(10),
         )
         .unwrap()
@@ -576,6 +695,33 @@ async fn a_server_that_stops_answering_times_out_and_its_connection_is_dropped()
     }
     // A new connection, not the one in an unknown state.
     mailer.send(&payload("ann@acme.example")).await.unwrap();
+    assert_eq!(
+        s.until("MESSAGE").await,
+        ["1 EHLO", "1 MAIL", "1 RCPT", "1 DATA", "1 MESSAGE"]
+    );
+    drop(mailer);
+    s.done.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_queued_behind_one_that_timed_out_goes_on_a_new_connection() {
+    let mut s = scripted(2, Some(0), None);
+    let mailer = s.mailer_with(1);
+    let ann = payload("ann@acme.example");
+    let bob = payload("bob@acme.example");
+    let (stuck, queued, seen) = tokio::join!(mailer.send(&ann), mailer.send(&bob), async {
+        let seen = s.until("DATA").await;
+        tokio::time::advance(Duration::from_secs(11)).await;
+        seen
+    });
+    // Only the first message's commands went out: the next one's go with
+    // a message's data, which never came.
+    assert_eq!(seen, ["0 EHLO", "0 MAIL", "0 RCPT", "0 DATA"]);
+    match stuck {
+        Err(SendError::Retryable(e)) => assert!(e.contains("timed out"), "{e}"),
+        other => panic!("a timeout must be retryable: {other:?}"),
+    }
+    queued.expect("sent on a new connection, not failed with the stuck one");
     assert_eq!(
         s.until("MESSAGE").await,
         ["1 EHLO", "1 MAIL", "1 RCPT", "1 DATA", "1 MESSAGE"]
